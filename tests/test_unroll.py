@@ -1,0 +1,315 @@
+"""unroll, stack, bidirectional and the wrappers: loops, lengths, reverse, dropout, errors."""
+
+import jax
+import jax.numpy as jnp
+import jax.test_util  # noqa: F401  (check_grads lives in a submodule)
+import numpy as np
+import pytest
+from helpers import randomize
+
+import gatedrnn as gr
+
+LOOP_TOL = 1e-12  # float64 scan against a float64 Python loop
+GRAD_TOL = 1e-6  # check_grads' finite differences in float64
+
+I, H, T = 4, 6, 9
+
+CELLS = {
+    "rnn": gr.rnn(H),
+    "lstm": gr.lstm(H),
+    "lstm_peep_cifg": gr.lstm(H, peepholes=True, coupled=True),
+    "gru": gr.gru(H),
+    "gru_before": gr.gru(H, reset_after=False),
+}
+
+
+def _case(cell, batch_shape, seed=0, input_size=I):
+    k_p, k_r, k_x = jax.random.split(jax.random.key(seed), 3)
+    params = randomize(cell.init(k_p, input_size), k_r)
+    xs = jax.random.normal(k_x, (*batch_shape, T, input_size), jnp.float64)
+    return params, xs
+
+
+def python_loop(cell, params, xs, carry=None, reverse=False):
+    """The loop that unroll's docstring says it equals."""
+    if carry is None:
+        carry = cell.initial_carry(xs.shape[:-2], params=params, dtype=xs.dtype)
+    ys = [None] * xs.shape[-2]
+    order = range(xs.shape[-2] - 1, -1, -1) if reverse else range(xs.shape[-2])
+    for t in order:
+        carry, ys[t] = cell.step(params, carry, xs[..., t, :])
+    if not ys:
+        return carry, jnp.zeros((*xs.shape[:-2], 0, cell.output_size), xs.dtype)
+    return carry, jnp.stack(ys, axis=-2)
+
+
+def assert_trees_close(a, b, tol=LOOP_TOL):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=tol, rtol=tol), a, b)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+@pytest.mark.parametrize("transform", [lambda f: f, jax.jit], ids=["eager", "jit"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, reverse):
+    cell = CELLS[name]
+    params, xs = _case(cell, batch_shape)
+    run = transform(lambda p, x: gr.unroll(cell, p, x, reverse=reverse))
+    assert_trees_close(run(params, xs), python_loop(cell, params, xs, reverse=reverse))
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(
+    "options", [dict(hoist_projection=False), dict(remat=True), dict(unroll=3)],
+)
+def test_unroll_options_give_equal_results(name, options):
+    cell = CELLS[name]
+    params, xs = _case(cell, (3,))
+    assert_trees_close(gr.unroll(cell, params, xs, **options), gr.unroll(cell, params, xs))
+    grad = jax.grad(lambda p, **kw: gr.unroll(cell, p, xs, **kw)[1].sum())
+    assert_trees_close(grad(params, **options), grad(params))
+
+
+def test_time_major_equals_batch_major():
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+    carry, ys = gr.unroll(cell, params, jnp.swapaxes(xs, 0, 1), time_major=True)
+    assert_trees_close((carry, jnp.swapaxes(ys, 0, 1)), gr.unroll(cell, params, xs))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_batched_unroll_equals_vmap_of_unbatched(name):
+    cell = CELLS[name]
+    params, xs = _case(cell, (5,))
+    lengths = jnp.array([9, 3, 0, 7, 1])
+    batched = gr.unroll(cell, params, xs, lengths=lengths, reverse=True)
+    vmapped = jax.vmap(lambda x, n: gr.unroll(cell, params, x, lengths=n, reverse=True))(
+        xs, lengths)
+    assert_trees_close(batched, vmapped)
+
+
+def test_vmap_over_params_equals_separate_runs():
+    cell = CELLS["gru"]
+    params = jax.vmap(lambda k: cell.init(k, I))(jax.random.split(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (2, T, I))
+    _, ys = jax.vmap(lambda p: gr.unroll(cell, p, xs))(params)
+    for s in range(3):
+        p_s = jax.tree.map(lambda v: v[s], params)
+        assert_trees_close(ys[s], gr.unroll(cell, p_s, xs)[1])
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_match_per_sequence_runs(name, reverse):
+    cell = CELLS[name]
+    params, xs = _case(cell, (4,))
+    lengths = np.array([T, 5, 1, 0])
+    carry, ys = gr.unroll(cell, params, xs, lengths=lengths, reverse=reverse)
+    for b, n in enumerate(lengths):
+        c_b, y_b = python_loop(cell, params, xs[b, :n], reverse=reverse)
+        assert_trees_close(jax.tree.map(lambda v, b=b: v[b], carry), c_b)
+        np.testing.assert_allclose(ys[b, :n], y_b, atol=LOOP_TOL)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+
+
+def test_carry_is_threaded_through_consecutive_chunks():
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (2,))
+    whole = gr.unroll(cell, params, xs)
+    carry, ys_a = gr.unroll(cell, params, xs[:, :4])
+    carry, ys_b = gr.unroll(cell, params, xs[:, 4:], carry)
+    assert_trees_close((carry, jnp.concatenate([ys_a, ys_b], 1)), whole)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mean", "mul"])
+def test_bidirectional_equals_forward_and_reversed_runs(merge):
+    layer = gr.bidirectional(CELLS["lstm"], CELLS["gru"], merge=merge)
+    params, xs = _case(layer, (3,))
+    lengths = jnp.array([9, 4, 2])
+    carry, ys = gr.unroll(layer, params, xs, lengths=lengths)
+    c_f, y_f = gr.unroll(layer.fwd, params["fwd"], xs, lengths=lengths)
+    c_b, y_b = gr.unroll(layer.bwd, params["bwd"], xs, lengths=lengths, reverse=True)
+    assert_trees_close(carry, gr.BidirectionalCarry(c_f, c_b))
+    assert_trees_close(ys, gr.unroll.__globals__["MERGES"][merge](y_f, y_b))
+    assert ys.shape[-1] == layer.output_size
+    # the backward direction at step t has read exactly steps t..L-1 of a sequence
+    b, n, t = 1, 4, 2
+    _, y_tail = python_loop(layer.bwd, params["bwd"], xs[b, t:n], reverse=True)
+    np.testing.assert_allclose(y_b[b, t], y_tail[0], atol=LOOP_TOL)
+
+
+def test_stack_equals_layer_by_layer_and_step_loop():
+    layers = [CELLS["lstm"], CELLS["gru"], gr.rnn(H)]
+    net = gr.stack(layers, residual=True)
+    params, xs = _case(net, (2,))
+    carry, ys = gr.unroll(net, params, xs)
+    h, finals = xs, []
+    for i, (layer, p) in enumerate(zip(layers, params)):
+        c, out = gr.unroll(layer, p, h)
+        h = out + h if i > 0 else out
+        finals.append(c)
+    assert_trees_close((carry, ys), (tuple(finals), h))
+    assert_trees_close((carry, ys), python_loop(net, params, xs))
+
+
+def test_two_layer_bidirectional_lstm_is_one_call():
+    net = gr.stack([gr.bidirectional(gr.lstm(H), gr.lstm(H))] * 2)
+    params, xs = _case(net, (3,))
+    assert jax.tree.map(jnp.shape, params[1]["fwd"])["w_x"] == (2 * H, 4 * H)
+    carry, ys = gr.unroll(net, params, xs, lengths=jnp.array([9, 5, 1]))
+    assert ys.shape == (3, T, 2 * H) and len(carry) == 2
+
+
+def test_stack_dropout_is_off_without_key_and_deterministic_with_one():
+    net = gr.stack([gr.lstm(H), gr.lstm(H)], dropout=0.5)
+    plain = gr.stack([gr.lstm(H), gr.lstm(H)])
+    params, xs = _case(net, (3,))
+    assert_trees_close(gr.unroll(net, params, xs), gr.unroll(plain, params, xs))
+    a = gr.unroll(net, params, xs, key=jax.random.key(1))[1]
+    b = gr.unroll(net, params, xs, key=jax.random.key(1))[1]
+    c = gr.unroll(net, params, xs, key=jax.random.key(2))[1]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_recurrent_dropout_uses_one_mask_per_sequence_on_the_recurrent_input():
+    base = CELLS["gru"]
+    cell = gr.recurrent_dropout(base, 0.5)
+    params, xs = _case(cell, (3,))
+    assert_trees_close(gr.unroll(cell, params, xs)[1], gr.unroll(base, params, xs)[1])
+    key = jax.random.key(7)
+    carry, ys = gr.unroll(cell, params, xs, key=key)
+    mask = cell.initial_carry((3,), key=key, dtype=xs.dtype).mask
+    assert set(np.unique(np.asarray(mask))) <= {0.0, 2.0}
+    np.testing.assert_array_equal(carry.mask, mask)
+    h, expected = jnp.zeros((3, H)), []
+    for t in range(T):
+        h, y = base.recur(params, h, base.project(params, xs[:, t]), h_mask=mask)
+        expected.append(y)
+    np.testing.assert_allclose(ys, jnp.stack(expected, 1), atol=LOOP_TOL)
+
+
+def test_learned_initial_carry_is_a_trainable_parameter():
+    cell = gr.learned_initial_carry(CELLS["lstm"])
+    params, xs = _case(cell, (2,))
+    assert isinstance(params["carry_0"], gr.LSTMCarry)
+    _, ys = gr.unroll(cell, params, xs)
+    start = jax.tree.map(lambda v: jnp.broadcast_to(v, (2, H)), params["carry_0"])
+    np.testing.assert_allclose(ys, gr.unroll(CELLS["lstm"], params, xs, start)[1], atol=LOOP_TOL)
+    grads = jax.grad(lambda p: gr.unroll(cell, p, xs)[1].sum())(params)
+    assert np.abs(np.asarray(grads["carry_0"].c)).sum() > 0
+    with pytest.raises(ValueError, match="initial carry is learned"):
+        cell.initial_carry((2,))
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "gru_before"])
+def test_gradients_match_finite_differences(name):
+    cell = CELLS[name]
+    params, xs = _case(cell, (2,))
+    lengths = jnp.array([9, 5])
+
+    def loss(p, x):
+        return jnp.sum(gr.unroll(cell, p, x, lengths=lengths)[1] ** 2)
+
+    jax.test_util.check_grads(loss, (params, xs), order=1, modes=["rev"], atol=GRAD_TOL,
+                              rtol=GRAD_TOL)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_jvp_agrees_with_grad(name):
+    cell = CELLS[name]
+    params, xs = _case(cell, (3,))
+    tangent = randomize(params, jax.random.key(9))
+
+    def loss(p):
+        carry, ys = gr.unroll(cell, p, xs, lengths=jnp.array([9, 2, 6]))
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
+
+    _, directional = jax.jvp(loss, (params,), (tangent,))
+    grads = jax.grad(loss)(params)
+    via_grad = sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(grads),
+                                                    jax.tree.leaves(tangent)))
+    np.testing.assert_allclose(directional, via_grad, rtol=1e-10)
+
+
+def test_jitted_unroll_traces_once():
+    cell = CELLS["lstm"]
+    traces = []
+
+    @jax.jit
+    def run(params, xs, lengths):
+        traces.append(1)
+        return gr.unroll(cell, params, xs, lengths=lengths)[1].sum()
+
+    params, xs = _case(cell, (3,))
+    run(params, xs, jnp.array([1, 2, 3]))
+    run(randomize(params, jax.random.key(5)), xs + 1.0, jnp.array([4, 5, 6]))
+    assert len(traces) == 1
+
+
+def test_wrong_feature_size_names_both_sizes():
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0), I)
+    with pytest.raises(ValueError, match=r"xs has 7 features .* input_size=4"):
+        gr.unroll(cell, params, jnp.zeros((2, T, 7)))
+
+
+@pytest.mark.parametrize("shape", [(7,), ()])
+def test_wrong_rank_is_rejected(shape):
+    cell = CELLS["gru"]
+    with pytest.raises(ValueError, match=r"xs must have shape \[\*batch, time, features\]"):
+        gr.unroll(cell, cell.init(jax.random.key(0), 7), jnp.zeros(shape))
+
+
+def test_integer_inputs_are_rejected():
+    cell = CELLS["gru"]
+    with pytest.raises(TypeError, match="xs must be a floating-point array; got dtype int"):
+        gr.unroll(cell, cell.init(jax.random.key(0), I), jnp.zeros((2, T, I), jnp.int32))
+
+
+@pytest.mark.parametrize("carry, match", [
+    (jnp.zeros((3, H)), r"carry must match .*LSTMCarry"),
+    (gr.LSTMCarry(jnp.zeros((3, H)), jnp.zeros((3, H + 1))),
+     r"expected .*\[3, 6\].*got .*\[3, 7\]"),
+    (gr.LSTMCarry(jnp.zeros((2, H)), jnp.zeros((2, H))), r"carry must match"),
+])
+def test_wrong_carry_is_rejected(carry, match):
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+    with pytest.raises(ValueError, match=match):
+        gr.unroll(cell, params, xs, carry)
+
+
+def test_wrong_stack_carry_names_the_layer():
+    net = gr.stack([gr.gru(H), gr.gru(H)])
+    params, xs = _case(net, (3,))
+    good = net.initial_carry((3,))
+    with pytest.raises(ValueError, match=r"carry\[1\] must match"):
+        gr.unroll(net, params, xs, (good[0], jnp.zeros((3, 2))))
+
+
+@pytest.mark.parametrize("lengths, error, match", [
+    (jnp.array([1.0, 2.0, 3.0]), TypeError, "lengths must be an integer array; got dtype float"),
+    (jnp.array([1, 2]), ValueError, r"lengths must have the batch shape \(3,\) of xs; got \(2,\)"),
+    (jnp.array([1, 2, 10]), ValueError, r"lengths must lie in \[0, 9\].*from 1 to 10"),
+    (jnp.array([-1, 2, 3]), ValueError, r"lengths must lie in \[0, 9\]"),
+])
+def test_bad_lengths_are_rejected(lengths, error, match):
+    cell = CELLS["rnn"]
+    params, xs = _case(cell, (3,))
+    with pytest.raises(error, match=match):
+        gr.unroll(cell, params, xs, lengths=lengths)
+
+
+def test_bad_compositions_are_rejected():
+    with pytest.raises(ValueError, match="merge must be one of .*got 'max'"):
+        gr.bidirectional(gr.gru(H), gr.gru(H), merge="max")
+    with pytest.raises(ValueError, match="merge='sum' needs equal output sizes"):
+        gr.bidirectional(gr.gru(H), gr.gru(H + 1), merge="sum")
+    with pytest.raises(ValueError, match="residual=True needs equal sizes"):
+        gr.stack([gr.gru(H), gr.gru(H + 1)], residual=True)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.0"):
+        gr.stack([gr.gru(H)], dropout=1.0)
+    with pytest.raises(TypeError, match="cell must be a Cell, Stack or Bidirectional"):
+        gr.unroll("lstm", {}, jnp.zeros((2, 3, 4)))
