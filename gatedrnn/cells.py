@@ -46,6 +46,8 @@ class Cell(NamedTuple):
         step: ``step(params, carry, x_t) -> (carry, h_t)``; equals ``recur`` after ``project``.
         gates: ``gates(params, carry, u_t) -> dict`` of gate name -> ``[*B, H]`` activations
             for that step (empty for the vanilla RNN).
+        output: ``output(carry) -> h``, the part of a carry that is the cell's output (``h``
+            for every cell here); ``recur``'s ``h_t`` equals ``output`` of its new carry.
         input_size: ``input_size(params) -> int``, the feature size the params expect.
         hidden_size: H, the size of ``h_t`` (static).
         kind: ``"rnn"``, ``"lstm"``, ``"gru"`` or a wrapper's name (static).
@@ -58,6 +60,7 @@ class Cell(NamedTuple):
     recur: Callable[..., tuple[Carry, Array]]
     step: Callable[..., tuple[Carry, Array]]
     gates: Callable[..., dict[str, Array]]
+    output: Callable[[Carry], Array]
     input_size: Callable[[Params], int]
     hidden_size: int
     kind: str
@@ -149,6 +152,7 @@ def _make_cell(
     init: Callable[[PRNGKeyArray, int], Params],
     core: Callable[[Params, Carry, Array, Array | None], tuple[Carry, Array, dict]],
     zeros: Callable[[tuple[int, ...], Any], Carry],
+    output: Callable[[Carry], Array],
     config: dict[str, Any],
     dtype: Any,
     param_dtype: Any,
@@ -203,11 +207,16 @@ def _make_cell(
         recur=recur,
         step=step,
         gates=gates,
+        output=output,
         input_size=input_size,
         hidden_size=hidden_size,
         kind=kind,
         config=config,
     )
+
+
+def _identity(carry: Array) -> Array:
+    return carry
 
 
 def _masked(h: Array, h_mask: Array | None) -> Array:
@@ -273,7 +282,8 @@ def rnn(
     def zeros(batch_shape, dt):
         return jnp.zeros((*batch_shape, hidden_size), dt)
 
-    return _make_cell("rnn", hidden_size, init, core, zeros, config, dtype, param_dtype)
+    return _make_cell("rnn", hidden_size, init, core, zeros, _identity, config, dtype,
+                      param_dtype)
 
 
 def lstm(
@@ -380,7 +390,8 @@ def lstm(
         z = jnp.zeros((*batch_shape, hh), dt)
         return LSTMCarry(z, z)
 
-    return _make_cell("lstm", hidden_size, init, core, zeros, config, dtype, param_dtype)
+    return _make_cell("lstm", hidden_size, init, core, zeros, lambda carry: carry.h, config,
+                      dtype, param_dtype)
 
 
 def gru(
@@ -473,7 +484,8 @@ def gru(
     def zeros(batch_shape, dt):
         return jnp.zeros((*batch_shape, hh), dt)
 
-    return _make_cell("gru", hidden_size, init, core, zeros, config, dtype, param_dtype)
+    return _make_cell("gru", hidden_size, init, core, zeros, _identity, config, dtype,
+                      param_dtype)
 
 
 def num_params(params: Any) -> int:

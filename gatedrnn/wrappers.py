@@ -58,8 +58,11 @@ def recurrent_dropout(cell: Cell, rate: Any) -> Cell:
     def gates(params, carry, u_t):
         return cell.gates(params, carry.carry, u_t)
 
+    def output(carry):
+        return cell.output(carry.carry)
+
     return cell._replace(
-        initial_carry=initial_carry, recur=recur, step=step, gates=gates,
+        initial_carry=initial_carry, recur=recur, step=step, gates=gates, output=output,
         kind=f"recurrent_dropout({cell.kind})", config={"cell": cell, "rate": rate},
     )
 

@@ -1,0 +1,358 @@
+"""Gradient-flow instruments: how a signal's gradient fares as it travels back through time.
+
+Backpropagation through a recurrence multiplies one Jacobian per step,
+``dL/dh_t = dL/dh_T · J_T ··· J_{t+1}`` with ``J_k = d h_k / d h_{k-1}`` (Pascanu et al. 2013,
+eq. 5), so norms shrink or grow geometrically with the lag ``T - t``. A vanilla RNN's
+``dL/dh_0`` at ``T = 100`` is around ``1e-25``, below what float32 can square. Every function
+here therefore keeps its running product *normalised* and carries the scale separately as a
+logarithm: results are ``log10`` norms that stay finite at any lag, in float32 or float64.
+Inputs are cast to float64 when ``jax_enable_x64`` is on. Each result says which numerics it
+used in its ``numerics`` field.
+
+Everything is a pure function of ``params`` and ``xs``: it jit-compiles, vmaps over seeds
+(stacked params), and can run as a metric during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, ArrayLike, Float
+
+from gatedrnn.cells import Cell
+from gatedrnn.unroll import _check_lengths
+
+_LN10 = math.log(10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Norms:
+    """Norms kept as base-10 logarithms, so that they never underflow.
+
+    Attributes:
+        log10: ``log10`` of the norms (``-inf`` only for an exactly zero norm).
+        components: for :func:`gradient_norms` with ``components=True``, carry component name
+            (``"h"``, ``"c"``) -> ``log10`` norms of that component alone; else empty.
+        numerics: how they were computed, e.g. ``"float32, log-space products"``.
+    """
+
+    log10: Array
+    components: dict[str, Array] = dataclasses.field(default_factory=dict)
+    numerics: str = ""
+
+    @property
+    def value(self) -> Array:
+        """The norms themselves, ``10 ** log10`` (underflows to 0 where the dtype ends)."""
+        return 10.0**self.log10
+
+
+jax.tree_util.register_dataclass(
+    Norms, data_fields=["log10", "components"], meta_fields=["numerics"]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateStats:
+    """Gate activations along a sequence and how saturated they are.
+
+    Attributes:
+        values: gate name -> ``[B, T, H]`` activations in ``(0, 1)``.
+        saturated_low: gate name -> ``[T]`` fraction of units (over batch and H) below
+            ``low``.
+        saturated_high: gate name -> ``[T]`` fraction above ``high``.
+    """
+
+    values: dict[str, Array]
+    saturated_low: dict[str, Array]
+    saturated_high: dict[str, Array]
+
+
+jax.tree_util.register_dataclass(
+    GateStats, data_fields=["values", "saturated_low", "saturated_high"], meta_fields=[]
+)
+
+
+def _prepare(cell: Cell, params, xs: ArrayLike, carry):
+    """Validates ``xs [B, T, I]``, casts to float64 when enabled, builds the initial carry."""
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape [batch, time, features]; got shape {xs.shape}")
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell must be a Cell (diagnostics follow one cell's carry); got "
+                        f"{type(cell).__name__}")
+    expected = cell.input_size(params)
+    if xs.shape[-1] != expected:
+        raise ValueError(f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were "
+                         f"initialised for input_size={expected}")
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    params = jax.tree.map(lambda v: jnp.asarray(v).astype(dtype), params)
+    xs = xs.astype(dtype)
+    if carry is None:
+        carry = cell.initial_carry(xs.shape[:1], params=params, dtype=dtype)
+    carry = jax.tree.map(lambda v: jnp.asarray(v).astype(dtype), carry)
+    numerics = f"{jnp.dtype(dtype).name}, log-space products"
+    return params, xs, carry, numerics
+
+
+def _tree_norm(tree) -> Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def _unit(tree):
+    """``tree`` as a unit-norm tree and its log-norm (``-inf`` for zero)."""
+    n = _tree_norm(tree)
+    return jax.tree.map(lambda x: x / jnp.where(n > 0, n, 1.0), tree), jnp.where(
+        n > 0, jnp.log(jnp.where(n > 0, n, 1.0)), -jnp.inf)
+
+
+def _normalised_sum(a, log_a, b, log_b):
+    """``exp(log_a) * a + exp(log_b) * b`` as a unit-norm tree and its log-norm."""
+    a, norm_a = _unit(a)
+    b, norm_b = _unit(b)
+    log_a, log_b = log_a + norm_a, log_b + norm_b
+    m = jnp.maximum(log_a, log_b)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    w_a = jnp.where(jnp.isfinite(log_a), jnp.exp(log_a - m), 0.0)
+    w_b = jnp.where(jnp.isfinite(log_b), jnp.exp(log_b - m), 0.0)
+    v, log_n = _unit(jax.tree.map(lambda x, y: x * w_a + y * w_b, a, b))
+    return v, m + log_n
+
+
+def _component_names(carry) -> tuple[str, ...]:
+    if hasattr(carry, "_fields"):
+        return tuple(carry._fields)
+    return tuple(f"c{i}" for i in range(len(jax.tree.leaves(carry)))) if isinstance(
+        carry, (tuple, list)) else ("h",)
+
+
+def gradient_norms(
+    cell: Cell,
+    params,
+    xs: Float[ArrayLike, "B T I"],
+    loss_fn,
+    *,
+    carry=None,
+    lengths=None,
+    components: bool = False,
+) -> Norms:
+    """``||dL / d carry_t||`` for every step ``t``, over the whole batch: ``log10 [T]``.
+
+    ``carry_t`` is the carry after step ``t`` and ``L = loss_fn(ys)`` with the outputs
+    ``ys [B, T, H]`` of ``gr.unroll(cell, params, xs, carry, lengths=lengths)``. The
+    gradient is the total derivative: through ``y_t`` itself and through every later step,
+
+        g_{T-1} = ∂L/∂carry_{T-1},   g_t = ∂L/∂carry_t|direct + J_{t+1}^T g_{t+1},
+
+    computed in one reverse scan of vector-Jacobian products (one backward pass for all
+    ``t``), with ``g_t`` kept at unit norm and its scale as a logarithm, so ``log10`` stays
+    finite for lags of thousands of steps in float32. It equals differentiating ``L`` with
+    respect to a zero perturbation added to each step's carry.
+
+    Args:
+        cell: the cell.
+        params: its params.
+        xs: inputs ``[B, T, I]``.
+        loss_fn: ``loss_fn(ys) -> scalar`` on the outputs ``[B, T, H]``.
+        carry: initial carry (zeros by default).
+        lengths: optional ``[B]`` valid lengths, as in :func:`gatedrnn.unroll`.
+        components: also report each carry component (LSTM ``h`` and ``c``) on its own.
+
+    Returns:
+        :class:`Norms` with ``log10 [T]`` and, with ``components``, ``components[name] [T]``.
+    """
+    params, xs, carry0, numerics = _prepare(cell, params, xs, carry)
+    xs_tm = jnp.moveaxis(xs, 1, 0)
+    num_steps = xs_tm.shape[0]
+    if lengths is not None:
+        lengths = _check_lengths(lengths, xs.shape[:1], num_steps)
+    us = cell.project(params, xs_tm)
+    steps = jnp.arange(num_steps)
+
+    def advance(c_tm1, u_t, t):
+        c_t, _ = cell.recur(params, c_tm1, u_t)
+        if lengths is None:
+            return c_t
+        valid = (t < lengths)[:, None]
+        return jax.tree.map(lambda n, o: jnp.where(valid, n, o), c_t, c_tm1)
+
+    def output(c_t, t):
+        y_t = cell.output(c_t)
+        return y_t if lengths is None else jnp.where((t < lengths)[:, None], y_t, 0.0)
+
+    def forward(c_tm1, inp):
+        c_t = advance(c_tm1, *inp)
+        return c_t, (c_t, output(c_t, inp[1]))
+
+    _, (cs, ys) = jax.lax.scan(forward, carry0, (us, steps))
+    dl_dys = jax.grad(lambda ys: loss_fn(jnp.moveaxis(ys, 0, 1)))(ys)
+    direct = jax.vmap(lambda c, t, g: jax.vjp(lambda c: output(c, t), c)[1](g)[0])(
+        cs, steps, dl_dys)
+
+    def backward(state, inp):
+        v, log_s = state
+        c_t, u_next, t_next, d_t = inp
+        a = jax.vjp(lambda c: advance(c, u_next, t_next), c_t)[1](v)[0]
+        state = _normalised_sum(a, log_s, d_t, jnp.zeros((), log_s.dtype))
+        return state, state
+
+    def head(tree):
+        return jax.tree.map(lambda leaf: leaf[:-1], tree)
+
+    last = jax.tree.map(lambda leaf: leaf[-1], direct)
+    no_term = jnp.asarray(-jnp.inf, xs.dtype)
+    v_last, log_last = _normalised_sum(last, jnp.zeros((), xs.dtype), last, no_term)
+    _, (vs, logs) = jax.lax.scan(
+        backward, (v_last, log_last), (head(cs), us[1:], steps[1:], head(direct)), reverse=True)
+    vs = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), vs, v_last)
+    logs = jnp.concatenate([logs, log_last[None]])
+    parts = {}
+    if components:
+        for name, leaf in zip(_component_names(carry0), jax.tree.leaves(vs)):
+            norm = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=tuple(range(1, leaf.ndim))))
+            parts[name] = (logs + jnp.log(norm)) / _LN10
+    return Norms(logs / _LN10, parts, numerics)
+
+
+def _flat_trajectory(cell: Cell, params, xs_e, carry_e):
+    """One example: flat step function, projected inputs and flat carries before each step."""
+    flat0, unravel = ravel_pytree(carry_e)
+    us = cell.project(params, xs_e)
+
+    def f(v, u_t):
+        return ravel_pytree(cell.recur(params, unravel(v), u_t)[0])[0]
+
+    def body(v, u_t):
+        return f(v, u_t), v
+
+    _, prev = jax.lax.scan(body, flat0, us)
+    return f, us, prev
+
+
+def _per_example(fn, cell, params, xs, carry):
+    return jax.vmap(lambda x_e, c_e: fn(*_flat_trajectory(cell, params, x_e, c_e)))(xs, carry)
+
+
+def jacobian_norms(
+    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, ord: Any = 2
+) -> Norms:
+    """``||d carry_{T-1} / d carry_t||`` for each example and step: ``log10 [B, T]``.
+
+    The Jacobian of the last carry with respect to the carry after step ``t`` is the product
+    ``J_{T-1} ··· J_{t+1}`` of one-step Jacobians ``J_k = d carry_k / d carry_{k-1}`` (the
+    whole carry flattened, e.g. ``[h, c]`` for the LSTM); the last entry is the identity's
+    norm (1 for ``ord=2``). The product is renormalised every step and its scale kept in log
+    space.
+
+    Args:
+        cell: the cell; params: its params; xs: ``[B, T, I]``; carry: initial carry.
+        ord: ``2`` (spectral norm, the default) or ``"fro"`` (Frobenius).
+    """
+    if ord not in (2, "fro"):
+        raise ValueError(f"ord must be 2 or 'fro'; got {ord!r}")
+    params, xs, carry0, numerics = _prepare(cell, params, xs, carry)
+
+    def one(f, us, prev):
+        n = prev.shape[-1]
+
+        def body(state, inp):
+            p, log_s = state
+            v_t, u_next = inp
+            p = p @ jax.jacfwd(f)(v_t, u_next)
+            scale = jnp.linalg.norm(p)
+            p = p / jnp.where(scale > 0, scale, 1.0)
+            log_s = log_s + jnp.log(scale)
+            return (p, log_s), log_s + jnp.log(jnp.linalg.norm(p, ord))
+
+        eye = jnp.eye(n, dtype=prev.dtype)
+        _, logs = jax.lax.scan(body, (eye, jnp.zeros((), prev.dtype)), (prev[1:], us[1:]),
+                               reverse=True)
+        return jnp.concatenate([logs, jnp.log(jnp.linalg.norm(eye, ord))[None]])
+
+    return Norms(_per_example(one, cell, params, xs, carry0) / _LN10, {}, numerics)
+
+
+def jacobian_spectrum(
+    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None
+) -> Float[Array, "B T N"]:
+    """Singular values of every one-step Jacobian ``d carry_t / d carry_{t-1}``: ``[B, T, N]``.
+
+    N is the flattened carry size (``2H`` for the LSTM), values in descending order. Values
+    above 1 expand a perturbation along their direction; the largest one bounds the per-step
+    gradient growth (Pascanu et al. 2013).
+    """
+    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
+
+    def one(f, us, prev):
+        return jax.lax.map(lambda a: jnp.linalg.svd(jax.jacfwd(f)(*a), compute_uv=False),
+                           (prev, us))
+
+    return _per_example(one, cell, params, xs, carry0)
+
+
+def lyapunov_exponents(
+    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, k: int | None = None, carry=None
+) -> Float[Array, "B K"]:
+    """The leading ``k`` Lyapunov exponents of the carry dynamics driven by ``xs``: ``[B, k]``.
+
+    QR method (Benettin et al. 1980): tangent vectors ``Q_0 = I[:, :k]`` are pushed through
+    each one-step Jacobian and re-orthonormalised, ``J_t Q_{t-1} = Q_t R_t``; the exponents
+    are ``(1/T) Σ_t log |diag R_t|``, in nats per step, sorted in descending order. A linear
+    RNN with ``w_h = a I`` has every exponent ``log a``; negative exponents mean perturbations
+    (and gradients) die out.
+    """
+    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
+    n = ravel_pytree(jax.tree.map(lambda v: v[0], carry0))[0].shape[0]
+    k = n if k is None else k
+    if not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, {n}] (the flattened carry size); got {k!r}")
+
+    def one(f, us, prev):
+        def body(q, inp):
+            z = jax.jacfwd(f)(*inp) @ q
+            q, r = jnp.linalg.qr(z)
+            return q, jnp.log(jnp.abs(jnp.diagonal(r)))
+
+        q0 = jnp.eye(n, k, dtype=prev.dtype)
+        _, logs = jax.lax.scan(body, q0, (prev, us))
+        return jnp.sort(jnp.mean(logs, axis=0))[::-1]
+
+    return _per_example(one, cell, params, xs, carry0)
+
+
+def gate_activations(
+    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, low: float = 0.1,
+    high: float = 0.9,
+) -> GateStats:
+    """Every sigmoid gate's activation at every step, and the fraction saturated.
+
+    Gates are the cell's own: LSTM ``"input"``, ``"forget"``, ``"output"``; GRU ``"reset"``,
+    ``"update"``; none for the vanilla RNN. A forget (LSTM) or update (GRU) gate near 1 keeps
+    the state, and with it the gradient: ``d c_t / d c_{t-1}`` contains ``diag(f_t)``.
+
+    Returns:
+        :class:`GateStats` with ``values[name] [B, T, H]`` and ``[T]`` fractions of units
+        below ``low`` and above ``high``.
+    """
+    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
+    us = cell.project(params, jnp.moveaxis(xs, 1, 0))
+
+    def body(c_tm1, u_t):
+        gates = {k: v for k, v in cell.gates(params, c_tm1, u_t).items() if k != "candidate"}
+        return cell.recur(params, c_tm1, u_t)[0], gates
+
+    _, gates = jax.lax.scan(body, carry0, us)
+    values = {k: jnp.moveaxis(v, 0, 1) for k, v in gates.items()}
+    frac_low = {k: jnp.mean(v < low, axis=(0, 2)) for k, v in values.items()}
+    frac_high = {k: jnp.mean(v > high, axis=(0, 2)) for k, v in values.items()}
+    return GateStats(values, frac_low, frac_high)
+
+
+__all__ = [
+    "GateStats", "Norms", "gate_activations", "gradient_norms", "jacobian_norms",
+    "jacobian_spectrum", "lyapunov_exponents",
+]

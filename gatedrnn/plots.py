@@ -1,0 +1,125 @@
+"""Matplotlib figures for the diagnostics. Each function takes ``label -> array`` dicts (one
+entry per cell or condition, with a leading seed axis where there is a band to draw) and
+returns the figure; ``save(fig, path)`` writes a PNG.
+
+Host code: call it on concrete results, outside jit.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+
+
+def _color(label: str, i: int):
+    for key, color in _COLORS.items():
+        if label.lower().startswith(key):
+            return color
+    return f"C{i}"
+
+
+def _band(ax, x, runs, label, color):
+    """Median line and 10-90% band over the leading (seed) axis of ``runs [S, N]``."""
+    runs = np.atleast_2d(np.asarray(runs, np.float64))
+    finite = np.where(np.isfinite(runs), runs, np.nan)
+    median = np.nanmedian(finite, axis=0)
+    ax.plot(x, median, color=color, lw=2, label=f"{label} (median of {runs.shape[0]})"
+            if runs.shape[0] > 1 else label)
+    if runs.shape[0] > 1:
+        lo, hi = np.nanpercentile(finite, [10, 90], axis=0)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def gradient_norms(log10_norms: dict, *, title: str = "Gradient norm against lag",
+                   ylabel: str = r"$\log_{10}\,\|\partial L / \partial h_t\|$", ax=None):
+    """Gradient norm against lag ``T - 1 - t`` on a log scale, median and band over seeds.
+
+    Args:
+        log10_norms: label -> ``[S, T]`` (or ``[T]``) ``log10`` norms indexed by step ``t``
+            (as :func:`gatedrnn.diagnostics.gradient_norms` returns them, stacked over seeds).
+    """
+    fig, ax = _figure(ax)
+    for i, (label, runs) in enumerate(log10_norms.items()):
+        runs = np.atleast_2d(np.asarray(runs))[:, ::-1]  # index by lag, not by step
+        _band(ax, np.arange(runs.shape[1]), runs, label, _color(label, i))
+    ax.set(xlabel="lag T - 1 - t (steps back from the loss)", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def jacobian_spectrum(singular_values: dict, *, title: str = "One-step Jacobian spectra",
+                      ax=None):
+    """Singular values of the one-step Jacobians, sorted, median and band over all steps.
+
+    Args:
+        singular_values: label -> ``[..., N]`` singular values (e.g. ``[B, T, N]`` from
+            :func:`gatedrnn.diagnostics.jacobian_spectrum`); all leading axes pool into the band.
+    """
+    fig, ax = _figure(ax)
+    for i, (label, values) in enumerate(singular_values.items()):
+        values = np.asarray(values, np.float64)
+        values = values.reshape(-1, values.shape[-1])
+        _band(ax, np.arange(1, values.shape[1] + 1), values, label, _color(label, i))
+    ax.axhline(1.0, color="k", lw=1, ls="--", label="1 (norm-preserving)")
+    ax.set(xlabel="singular value index", ylabel="singular value of d carry_t / d carry_{t-1}",
+           yscale="log", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def gate_saturation(fractions: dict, *, title: str = "Gate saturation over time", ax=None):
+    """Fraction of saturated gate units over time.
+
+    Args:
+        fractions: label -> ``[T]`` (or ``[S, T]``) fraction of units saturated, e.g.
+            ``{"LSTM forget > 0.9": stats.saturated_high["forget"], ...}``.
+    """
+    fig, ax = _figure(ax)
+    for i, (label, runs) in enumerate(fractions.items()):
+        runs = np.atleast_2d(np.asarray(runs))
+        _band(ax, np.arange(runs.shape[1]), runs, label, f"C{i}")
+    ax.set(xlabel="time step t", ylabel="fraction of units", ylim=(-0.02, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def lyapunov_spectrum(exponents: dict, *, title: str = "Lyapunov spectra", ax=None):
+    """Lyapunov exponents (nats per step) by index, median and band over seeds or examples.
+
+    Args:
+        exponents: label -> ``[S, k]`` exponents in descending order.
+    """
+    fig, ax = _figure(ax)
+    for i, (label, runs) in enumerate(exponents.items()):
+        runs = np.atleast_2d(np.asarray(runs))
+        _band(ax, np.arange(1, runs.shape[1] + 1), runs, label, _color(label, i))
+    ax.axhline(0.0, color="k", lw=1, ls="--", label="0 (neutral)")
+    ax.set(xlabel="exponent index", ylabel="Lyapunov exponent (nats per step)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _figure(ax):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        return fig, ax
+    return ax.figure, ax
+
+
+def save(fig, path) -> None:
+    """Writes ``fig`` as a PNG at ``path`` and closes it."""
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["gate_saturation", "gradient_norms", "jacobian_spectrum", "lyapunov_spectrum", "save"]
