@@ -99,13 +99,14 @@ def _prepare(cell: Cell, params, xs: ArrayLike, carry):
     return params, xs, carry, numerics
 
 
-def _tree_norm(tree) -> Array:
+def tree_norm(tree) -> Array:
+    """The L2 norm of all leaves of a pytree taken together."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
 def _unit(tree):
     """``tree`` as a unit-norm tree and its log-norm (``-inf`` for zero)."""
-    n = _tree_norm(tree)
+    n = tree_norm(tree)
     return jax.tree.map(lambda x: x / jnp.where(n > 0, n, 1.0), tree), jnp.where(
         n > 0, jnp.log(jnp.where(n > 0, n, 1.0)), -jnp.inf)
 

@@ -109,6 +109,28 @@ def lyapunov_spectrum(exponents: dict, *, title: str = "Lyapunov spectra", ax=No
     return fig
 
 
+def learning_curves(steps, runs: dict, *, baselines: dict | None = None,
+                    ylabel: str = "loss", title: str = "Learning curves", ax=None):
+    """A metric against training step on a log scale, median and band over seeds.
+
+    Args:
+        steps: ``[E]`` training steps of the evaluation points.
+        runs: label -> ``[S, E]`` metric values (positive).
+        baselines: label -> value, drawn as horizontal lines (e.g. a task's trivial solution).
+    """
+    fig, ax = _figure(ax)
+    for i, (label, values) in enumerate(runs.items()):
+        _band(ax, np.asarray(steps), np.log10(np.asarray(values, np.float64)), label,
+              _color(label, i))
+    for j, (label, value) in enumerate((baselines or {}).items()):
+        ax.axhline(np.log10(value), color="k" if j == 0 else "grey", ls="--" if j == 0 else ":",
+                   lw=1, label=label)
+    ax.set(xlabel="training step", ylabel=f"log10 {ylabel}", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def _figure(ax):
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
@@ -122,4 +144,7 @@ def save(fig, path) -> None:
     plt.close(fig)
 
 
-__all__ = ["gate_saturation", "gradient_norms", "jacobian_spectrum", "lyapunov_spectrum", "save"]
+__all__ = [
+    "gate_saturation", "gradient_norms", "jacobian_spectrum", "learning_curves",
+    "lyapunov_spectrum", "save",
+]

@@ -1,0 +1,135 @@
+"""Tasks, the pure training program, and the main experiment at toy size."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gatedrnn as gr
+
+STAT_TOL = 0.005  # Monte Carlo error of a mean over 20000 samples
+
+
+def test_adding_task_markers_targets_and_baseline():
+    task = gr.tasks.adding(50)
+    xs, target = task.sample(jax.random.key(0), 20000)
+    assert xs.shape == (20000, 50, 2) and target.shape == (20000, 1)
+    markers = np.asarray(xs[..., 1])
+    np.testing.assert_array_equal(markers.sum(1), 2)
+    np.testing.assert_array_equal(markers[:, :25].sum(1), 1)
+    np.testing.assert_allclose(target[:, 0], (xs[..., 0] * xs[..., 1]).sum(1), rtol=1e-6)
+    assert abs(float(task.loss(jnp.ones_like(target), target)) - 1 / 6) < STAT_TOL
+    assert task.baselines["constant"] == pytest.approx(1 / 6)
+
+
+def test_adding_task_hochreiter_form():
+    task = gr.tasks.adding(40, variant="hochreiter")
+    xs, target = task.sample(jax.random.key(1), 20000)
+    markers = np.asarray(xs[..., 1])
+    np.testing.assert_array_equal(markers.sum(1), 2)
+    assert markers[:, :10].sum(1).min() >= 1 and markers[:, 20:].sum() == 0
+    np.testing.assert_allclose(target[:, 0], 0.5 + (xs[..., 0] * xs[..., 1]).sum(1) / 4,
+                               rtol=1e-6)
+    assert abs(float(task.loss(jnp.full_like(target, 0.5), target)) - 1 / 24) < STAT_TOL
+    assert float(task.metrics(target, target)["accuracy"]) == 1.0
+
+
+def test_task_sampling_is_a_pure_function_of_the_key():
+    task = gr.tasks.adding(30)
+    a, b = task.sample(jax.random.key(3), 8), task.sample(jax.random.key(3), 8)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _config(cell=None, **kw):
+    base = dict(cell=cell or gr.gru(8), task=gr.tasks.adding(10), steps=20, batch_size=16,
+                eval_every=10, eval_batch_size=64)
+    return gr.train.Config(**{**base, **kw})
+
+
+def test_same_key_gives_identical_results_and_seed_i_of_vmap_equals_single_run():
+    train = gr.train.make_train(_config(gradient_flow=True))
+    keys = jax.random.split(jax.random.key(0), 3)
+    batch = jax.jit(jax.vmap(train))(keys)
+    for i in range(3):
+        single = jax.jit(train)(keys[i])
+        jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
+                     batch.metrics, single.metrics)
+    again = jax.jit(jax.vmap(train))(keys)
+    jax.tree.map(np.testing.assert_array_equal, batch.metrics, again.metrics)
+    assert batch.metrics["grad_flow_log10"].shape == (3, 2, 10)
+    assert batch.initial["grad_flow_log10"].shape == (3, 10)
+    np.testing.assert_array_equal(batch.metrics["step"][0], [10, 20])
+
+
+def test_learning_rate_vmaps_as_an_array():
+    config = _config()
+    lrs = jnp.array([1e-3, 3e-2])
+
+    def run(key, lr):
+        return gr.train.make_train(dataclasses.replace(config, learning_rate=lr))(key).metrics
+
+    grid = jax.jit(jax.vmap(run, in_axes=(None, 0)))(jax.random.key(0), lrs)
+    for i, lr in enumerate([1e-3, 3e-2]):
+        single = jax.jit(gr.train.make_train(dataclasses.replace(config, learning_rate=lr)))(
+            jax.random.key(0)).metrics
+        np.testing.assert_allclose(grid["loss"][i], single["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", [gr.gru(16), gr.lstm(16)], ids=["gru", "lstm"])
+def test_lstm_and_gru_learn_the_adding_task_at_a_short_length(cell):
+    with jax.enable_x64(False):
+        config = _config(cell, task=gr.tasks.adding(10), steps=600, batch_size=32,
+                         eval_every=300, learning_rate=1e-2, eval_batch_size=256)
+        result = jax.jit(gr.train.make_train(config))(jax.random.key(0))
+    final = float(result.metrics["loss"][-1])
+    assert final < 0.1 * (1 / 6), final
+    assert bool(config.task.solved({"loss": result.metrics["loss"][-1]}))
+
+
+def test_nonfinite_steps_are_reported_and_skipped():
+    result = jax.jit(gr.train.make_train(_config(learning_rate=jnp.nan)))(jax.random.key(0))
+    assert int(result.metrics["first_nonfinite_step"][-1]) == 1
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(steps=25), r"config.steps \(25\) must be a multiple of config.eval_every \(10\)"),
+    (dict(optimizer="adagrad"), "config.optimizer must be one of"),
+    (dict(batch_size=0), "config.batch_size must be a positive int"),
+    (dict(cell=gr.stack([gr.gru(4)]), gradient_flow=True), "gradient_flow needs a single cell"),
+])
+def test_bad_config_is_rejected_before_compiling(changes, match):
+    with pytest.raises(ValueError, match=match):
+        gr.train.make_train(_config(**changes))
+
+
+def test_gradient_flow_experiment_at_toy_size_writes_results_and_resumes(tmp_path, capsys):
+    path = Path(__file__).parents[1] / "experiments" / "gradient_flow.py"
+    spec = importlib.util.spec_from_file_location("gradient_flow", path)
+    experiment = importlib.util.module_from_spec(spec)
+    sys.modules["gradient_flow"] = experiment  # dataclasses resolve annotations through it
+    spec.loader.exec_module(experiment)
+    argv = ["--seq-len", "6", "--hidden", "4", "--seeds", "2", "--steps", "20",
+            "--eval-every", "10", "--out-dir", str(tmp_path)]
+    results = experiment.main(argv)
+    for name in ("config.json", "results.json", "report.md", "gradient_norms.png",
+                 "learning_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert set(saved) == {"rnn", "gru", "lstm"}
+    assert np.asarray(saved["lstm"]["grad_log10_init"]).shape == (2, 6)
+    assert saved["rnn"]["num_params"] == 4 * 2 + 4 * 4 + 4
+    # seed 1 of the vmapped run equals a single run with that seed's key
+    tc = experiment.train_config("gru", experiment.Config(seq_len=6, hidden=4, steps=20,
+                                                          eval_every=10))
+    key = jax.random.split(jax.random.key(0), 2)[1]
+    single = jax.jit(gr.train.make_train(tc))(key)
+    np.testing.assert_allclose(saved["gru"]["test_mse"][1], single.metrics["loss"], rtol=1e-5)
+    capsys.readouterr()
+    assert experiment.main(argv) == results
+    assert capsys.readouterr().out.count("skipped") == 3
