@@ -17,6 +17,10 @@ zero-bias GRU's gradient at lag 99 is around 1e-10 of its value at the loss, the
 bias 1) around 1e-5; after training the GRU and LSTM solve the task (test MSE far below the
 1/6 baseline; the LSTM slower) while the tanh RNN stays near the baseline.
 
+Measured with the defaults (2-core CPU, 5.5 min): decades of gradient lost over 99 steps at
+init tanh RNN 10.1, GRU 11.6, LSTM 5.2; after training 5.1, 0.2, 0.3; final test MSE (median of
+3) 0.156 (0/3 solved), 0.0019 (3/3), 0.013 (3/3).
+
 Writes ``results/gradient_flow/``: ``config.json``, ``results.json`` (per cell and seed:
 parameter count, learning curves, final metrics, log10 gradient norms by step at
 initialisation and after training), ``gradient_norms.png``, ``learning_curves.png``, and
@@ -142,8 +146,8 @@ def write_report(results: dict, config: Config, out: Path) -> None:
         d0, d1 = decay(r["grad_log10_init"]), decay(r["grad_log10_trained"])
         lines.append(
             f"| {name} | {r['num_params']} | {np.median(mse):.4f} ({mse.min():.4f}-{mse.max():.4f})"
-            f" | {sum(r['solved'])}/{len(r['solved'])} | {-np.median(d0):.1f} | "
-            f"{-np.median(d1):.1f} |")
+            f" | {sum(r['solved'])}/{len(r['solved'])} | {np.median(d0):.1f} | "
+            f"{np.median(d1):.1f} |")
     lines += [
         "",
         "Baseline: predicting 1 gives MSE 1/6 = 0.167; *solved* means MSE below 1/60.",
