@@ -125,10 +125,9 @@ def _normalised_sum(a, log_a, b, log_b):
 
 
 def _component_names(carry) -> tuple[str, ...]:
-    if hasattr(carry, "_fields"):
-        return tuple(carry._fields)
-    return tuple(f"c{i}" for i in range(len(jax.tree.leaves(carry)))) if isinstance(
-        carry, (tuple, list)) else ("h",)
+    """One name per carry leaf, from its path: ``"h"``, ``"c"``, ``"carry.h"``, ``"mask"``."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(carry)[0]]
+    return tuple(jax.tree_util.keystr(p).lstrip(".") or "h" for p in paths)
 
 
 def gradient_norms(
