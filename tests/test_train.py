@@ -92,6 +92,59 @@ def test_lstm_and_gru_learn_the_adding_task_at_a_short_length(cell):
     assert bool(config.task.solved({"loss": result.metrics["loss"][-1]}))
 
 
+def test_a_run_in_chunks_equals_the_run_in_one_piece():
+    config = _config(steps=30, dropout=0.2)
+    whole = jax.jit(gr.train.make_train(config))(jax.random.key(4))
+    trainer = gr.train.make_trainer(config)
+    run = jax.jit(trainer.run, static_argnums=1)
+    state, initial = jax.jit(trainer.init)(jax.random.key(4))
+    state, first = run(state, 1)
+    state, rest = run(state, 2)
+    chunked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, rest)
+    jax.tree.map(np.testing.assert_array_equal, chunked, whole.metrics)
+    jax.tree.map(np.testing.assert_array_equal, initial, whole.initial)
+    jax.tree.map(np.testing.assert_array_equal, state.params, whole.params)
+    assert int(state.evals_done) == 3
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_learning_rate_schedule_follows_its_formula(schedule):
+    config = _config(steps=100, eval_every=10, learning_rate=0.1, schedule=schedule,
+                     warmup_steps=20)
+    rate = gr.train.learning_rate_schedule(config)
+    for s in [0, 9, 19, 20, 50, 99, 100]:
+        p = min(max((s - 20) / 80, 0.0), 1.0)
+        decay = {"constant": 1.0, "cosine": 0.5 * (1 + np.cos(np.pi * p)), "linear": 1 - p}
+        expected = 0.1 * min(1.0, (s + 1) / 20) * decay[schedule]
+        # the schedule counts in float32: 1 - cos near pi loses digits, hence the abs term
+        assert float(rate(s)) == pytest.approx(expected, rel=1e-5, abs=1e-7), s
+
+
+def test_dropout_vmaps_as_an_array_and_is_off_at_evaluation():
+    config = _config()
+
+    def run(key, rate):
+        return gr.train.make_train(dataclasses.replace(config, dropout=rate))(key)
+
+    grid = jax.jit(jax.vmap(run, in_axes=(None, 0)))(jax.random.key(0), jnp.array([0.0, 0.5]))
+    plain = jax.jit(gr.train.make_train(config))(jax.random.key(0))
+    np.testing.assert_allclose(grid.metrics["loss"][0], plain.metrics["loss"], rtol=1e-5)
+    assert not np.allclose(grid.metrics["train_loss"][1], plain.metrics["train_loss"])
+    # evaluation is deterministic: the initial metrics do not depend on the rate
+    np.testing.assert_allclose(grid.initial["loss"][1], plain.initial["loss"], rtol=1e-6)
+
+
+def test_tasks_with_a_held_out_set_evaluate_on_all_of_it():
+    task = gr.tasks.digits(pad=2)
+    config = _config(gr.lstm(8), task=task, steps=10, eval_every=10, embed=4)
+    trainer = gr.train.make_trainer(config)
+    state, initial = trainer.init(jax.random.key(0))
+    assert state.params["embed"]["w"].shape == (1, 4)
+    logits = trainer.model.apply(state.params, task.test[0])
+    assert logits.shape == (359, 10)
+    np.testing.assert_allclose(initial["accuracy"], task.metrics(logits, task.test[1])["accuracy"])
+
+
 def test_nonfinite_steps_are_reported_and_skipped():
     result = jax.jit(gr.train.make_train(_config(learning_rate=jnp.nan)))(jax.random.key(0))
     assert int(result.metrics["first_nonfinite_step"][-1]) == 1
@@ -102,6 +155,10 @@ def test_nonfinite_steps_are_reported_and_skipped():
     (dict(optimizer="adagrad"), "config.optimizer must be one of"),
     (dict(batch_size=0), "config.batch_size must be a positive int"),
     (dict(cell=gr.stack([gr.gru(4)]), gradient_flow=True), "gradient_flow needs a single cell"),
+    (dict(schedule="exp"), "config.schedule must be one of"),
+    (dict(warmup_steps=30), r"config.warmup_steps must be an int in \[0, config.steps=20\]"),
+    (dict(dropout=1.5), r"config.dropout must be in \[0, 1\); got 1.5"),
+    (dict(learning_rate=lambda s: 1e-3, schedule="cosine"), "already a schedule"),
 ])
 def test_bad_config_is_rejected_before_compiling(changes, match):
     with pytest.raises(ValueError, match=match):
