@@ -82,8 +82,8 @@ class Result(NamedTuple):
 
     Metrics: ``"step"``, the task's metrics on the evaluation batch (``"loss"`` ...),
     ``"train_loss"`` and ``"grad_norm"`` (means over the chunk), ``"first_nonfinite_step"``
-    (``-1`` while every loss and gradient has been finite; steps with a non-finite loss or
-    gradient are skipped, never applied), and ``"grad_flow_log10"`` when asked.
+    (``-1`` while every loss, gradient and update has been finite; steps with a non-finite
+    one are skipped, never applied), and ``"grad_flow_log10"`` when asked.
     """
 
     params: Any
@@ -162,8 +162,8 @@ class TrainState(NamedTuple):
 
     ``key`` is the run's key (chunk ``c`` draws its batches from ``fold_in(k_train, c)``, so a
     run split into chunks equals the run in one piece); ``evals_done`` counts finished
-    evaluation chunks; ``first_nonfinite_step`` is ``-1`` until a step's loss or gradient is
-    not finite.
+    evaluation chunks; ``first_nonfinite_step`` is ``-1`` until a step's loss, gradient or
+    update is not finite.
     """
 
     params: Any
@@ -216,8 +216,10 @@ def make_trainer(config: Config) -> Trainer:
         loss, grads = jax.value_and_grad(
             lambda p: task.loss(model.apply(p, xs, key=k_drop), targets))(params)
         grad_norm = tree_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt_state = tx.update(grads, opt_state, params)
+        # a finite gradient can still give a non-finite update (a NaN learning rate, an
+        # overflowing second moment): neither may reach the params
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(tree_norm(updates))
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         params = jax.tree.map(keep, new_params, params)

@@ -1,0 +1,397 @@
+"""Multi-seed, multi-hyperparameter sweeps as one sharded, resumable program.
+
+``sweep(config, seeds=8, out_dir="results/x", learning_rate=[1e-3, 3e-3])`` trains every
+(grid point, seed) pair vmapped in one program. The runs axis is sharded over every device
+JAX sees (``jax.devices()``): all local devices, and every host's after
+``jax.distributed.initialize()``. Training goes in jitted chunks; after each one the metrics
+so far are written to ``out_dir/sweep.json`` and the training state to an orbax checkpoint,
+so an interrupted sweep resumes from its last finished chunk. Finished sweeps leave
+``sweep.json``, ``summary.json`` and the trained parameters (orbax, ``out_dir/params``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gatedrnn import cells as _cells
+from gatedrnn.cells import Cell
+from gatedrnn.train import Config, _validate, make_trainer
+
+CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
+CELL_AXES = ("forget_bias", "update_bias", "recurrent_scale")
+INTERVAL = (2.5, 97.5)
+
+
+class SweepResult(NamedTuple):
+    """A finished sweep. ``G`` grid points (the Cartesian product of the grid, first axis
+    slowest), ``S`` seeds, ``E`` evaluations.
+
+    Attributes:
+        grid: name -> ``[G]`` the value of each axis at each grid point.
+        metrics: name -> ``[G, S, E]`` (as :class:`gatedrnn.train.Result`).
+        initial: name -> ``[G, S]``: metrics of the initial params.
+        summary: see :func:`summarize`.
+        params: trained params with leading ``[G, S]`` axes.
+    """
+
+    grid: dict
+    metrics: dict
+    initial: dict
+    summary: dict
+    params: Any
+
+
+def grid_points(grid: dict[str, Sequence]) -> dict[str, np.ndarray]:
+    """The Cartesian product of ``grid``, as ``name -> [G]`` (the first axis varies slowest)."""
+    if not grid:
+        return {}
+    points = list(itertools.product(*grid.values()))
+    return {name: np.asarray([p[i] for p in points], np.float32) for i, name in enumerate(grid)}
+
+
+def configure(config: Config, point: dict) -> Config:
+    """``config`` with one grid point's values: Config fields (``learning_rate``,
+    ``clip_norm``, ``weight_decay``, ``dropout``) are replaced; cell options (``forget_bias``,
+    ``update_bias``, ``recurrent_scale``) rebuild the cell with its other options unchanged.
+    Values may be traced, so a grid vmaps."""
+    cell_options = {k: v for k, v in point.items() if k in CELL_AXES}
+    fields = {k: v for k, v in point.items() if k not in CELL_AXES}
+    if cell_options:
+        factory = getattr(_cells, config.cell.kind)
+        fields["cell"] = factory(config.cell.hidden_size, **{**config.cell.config, **cell_options})
+    return dataclasses.replace(config, **fields)
+
+
+def _check_grid(config: Config, grid: dict) -> None:
+    for name, values in grid.items():
+        if name in CELL_AXES:
+            if not (isinstance(config.cell, Cell) and name in config.cell.config
+                    and config.cell.kind in ("rnn", "lstm", "gru")):
+                kind = getattr(config.cell, "kind", type(config.cell).__name__)
+                raise ValueError(f"grid axis {name!r} is an option of the cell factory, but "
+                                 f"config.cell ({kind}) has no such option")
+        elif name not in CONFIG_AXES:
+            raise ValueError(f"grid axis {name!r} cannot be vmapped; axes that can: "
+                             f"{CONFIG_AXES + CELL_AXES}. Other settings change shapes or "
+                             "the program: run one sweep per value")
+        if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence)
+                or len(values) == 0):
+            raise ValueError(f"grid axis {name!r} must be a non-empty list of numbers; got "
+                             f"{values!r}")
+        for value in values:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"grid axis {name!r} must hold numbers; got {value!r}")
+            _validate(configure(config, {name: value}))
+
+
+def _describe(value: Any) -> Any:
+    """A JSON description of a config value, equal across processes for equal configs."""
+    if isinstance(value, Cell):
+        return {"kind": value.kind, "hidden_size": value.hidden_size,
+                **{k: _describe(v) for k, v in value.config.items()}}
+    if hasattr(value, "_fields") and hasattr(value, "name"):  # a Task
+        return value.name
+    if hasattr(value, "_fields"):
+        return {type(value).__name__: {k: _describe(getattr(value, k)) for k in value._fields}}
+    if isinstance(value, (tuple, list)):
+        return [_describe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return getattr(value, "__name__", None) or str(value)
+
+
+def describe_config(config: Config) -> dict:
+    """The config as JSON (a sweep's identity: resuming checks it is unchanged)."""
+    return {f.name: _describe(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def summarize(metrics: dict, solved: np.ndarray | None = None) -> dict:
+    """Summaries over seeds of ``name -> [G, S, E]`` metrics.
+
+    Returns ``name -> {"mean", "median", "low", "high"}`` each ``[G, E]`` (low/high: the
+    2.5 and 97.5 percentiles of the seeds, a 95% interval), plus ``"solved_rate"`` ``[G]``
+    (the fraction of seeds whose last evaluation solves the task) when ``solved [G, S]`` is
+    given. Seeds with non-finite values are left out of each statistic.
+    """
+    out = {}
+    for name, values in metrics.items():
+        values = np.asarray(values, np.float64)
+        if values.ndim != 3 or name in ("step", "first_nonfinite_step"):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+            out[name] = {"mean": np.nanmean(values, 1), "median": np.nanmedian(values, 1),
+                         "low": np.nanpercentile(values, INTERVAL[0], 1),
+                         "high": np.nanpercentile(values, INTERVAL[1], 1)}
+    if solved is not None:
+        out["solved_rate"] = np.mean(np.asarray(solved, np.float64), axis=1)
+    return out
+
+
+def _to_json(tree):
+    return jax.tree.map(lambda v: np.asarray(v).tolist(), tree)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written file
+
+
+def _fetch(tree, runs: int):
+    """Host copies of ``[R_pad, ...]`` arrays, padding dropped (gathered across hosts)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(lambda v: np.asarray(v)[:runs], jax.device_get(tree))
+
+
+def _default_chunk(num_evals: int) -> int:
+    """The smallest divisor of ``num_evals`` giving at most 20 chunks (one compile)."""
+    return next(d for d in range(1, num_evals + 1) if num_evals % d == 0 and num_evals // d <= 20)
+
+
+def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None = None,
+          key: Any = None, chunk_evals: int | None = None, progress: bool = True,
+          **grid: Sequence[float]) -> SweepResult:
+    """Trains ``seeds`` seeds at every point of a hyperparameter grid, as one program.
+
+    Run ``(g, s)`` equals ``make_train(configure(config, point g))(seed_keys[s])`` with
+    ``seed_keys = jax.random.split(key, seeds)``: every grid point sees the same seeds (common
+    random numbers), so differences between points are the hyperparameter's alone.
+
+    Args:
+        config: the base :class:`gatedrnn.train.Config`.
+        seeds: S, seeds per grid point.
+        out_dir: where results go (``None``: nowhere, and no resuming). If it holds an
+            unfinished run of this same sweep, the sweep resumes from its last chunk; a
+            finished one is loaded, not rerun; a different sweep there is an error.
+        key: the sweep's key (default ``jax.random.key(0)``).
+        chunk_evals: evaluation intervals per jitted chunk (default: at most 20 chunks).
+            Each chunk ends with a progress update, a write of the metrics so far and a
+            checkpoint.
+        progress: show a progress bar (process 0 only).
+        **grid: axis name -> list of values; see ``CONFIG_AXES`` and ``CELL_AXES``.
+
+    Returns:
+        A :class:`SweepResult`. A run whose loss or gradient became non-finite is named
+        (grid point, seed, step) in a warning and in ``summary["nonfinite"]``.
+
+    Sharding: the ``G * S`` runs (padded to a multiple of the device count) are sharded over
+    a one-axis mesh of ``jax.devices()``; for several hosts call
+    ``jax.distributed.initialize()`` first and run the same script on every host.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds must be a positive int; got {seeds!r}")
+    _validate(config)
+    _check_grid(config, grid)
+    num_evals = config.steps // config.eval_every
+    chunk = _default_chunk(num_evals) if chunk_evals is None else chunk_evals
+    if not isinstance(chunk, int) or chunk < 1 or num_evals % chunk:
+        raise ValueError(f"chunk_evals must be a positive divisor of steps // eval_every = "
+                         f"{num_evals}; got {chunk_evals!r}")
+    points = grid_points(grid)
+    num_points = len(next(iter(points.values()))) if points else 1
+    runs = num_points * seeds
+    key = jax.random.key(0) if key is None else key
+    seed_keys = np.asarray(jax.random.key_data(jax.random.split(key, seeds)))
+    identity = {"config": describe_config(config), "seeds": seeds,
+                "grid": {k: list(map(float, v)) for k, v in grid.items()},
+                "key": seed_keys.tolist(), "chunk_evals": chunk}
+
+    devices = jax.devices()
+    padded = -(-runs // len(devices)) * len(devices)
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("runs",)), PartitionSpec("runs"))
+    pad = np.concatenate([np.arange(runs), np.zeros(padded - runs, int)])
+
+    def put(host):  # a global [R_pad, ...] array from the same host data on every process
+        host = np.asarray(host)[pad]
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    run_points = {k: put(np.repeat(v, seeds)) for k, v in points.items()}
+    run_keys = put(np.tile(seed_keys, (num_points, 1)))
+
+    def build(point):
+        return make_trainer(configure(config, point))
+
+    def init(point, key_data):
+        state, initial = build(point).init(jax.random.wrap_key_data(key_data))
+        return state._replace(key=key_data), initial
+
+    def run(point, state, n):
+        trainer = build(point)
+        state, metrics = trainer.run(state._replace(key=jax.random.wrap_key_data(state.key)), n)
+        return state._replace(key=jax.random.key_data(state.key)), metrics
+
+    init = jax.jit(jax.vmap(init), out_shardings=sharding)
+    run = jax.jit(jax.vmap(run, in_axes=(0, 0, None)), static_argnums=2,
+                  out_shardings=sharding)
+
+    out = None if out_dir is None else Path(out_dir).absolute()
+    main = jax.process_index() == 0
+    record = _load_record(out, identity)
+    if record is not None and record["evals_done"] == num_evals and (out / "params").exists():
+        return _finish(config, record, points, seeds, out, None, num_points)
+    state, initial = init(run_points, run_keys)
+    if record is not None and record["evals_done"] > 0:
+        state = _restore(out / "state" / str(record["evals_done"]), state)
+        if main:
+            print(f"sweep: resuming {out} at step {record['evals_done'] * config.eval_every} "
+                  f"of {config.steps}", file=sys.stderr)
+    else:
+        initial = _fetch(initial, runs)
+        record = {**identity, "evals_done": 0, "metrics": {}, "initial": _to_json(initial)}
+
+    bar = _progress_bar(config.steps, record["evals_done"] * config.eval_every,
+                        progress and main, config.task.name)
+    while record["evals_done"] < num_evals:
+        state, metrics = run(run_points, state, chunk)
+        metrics = _fetch(metrics, runs)
+        record["evals_done"] += chunk
+        for name, values in _to_json(metrics).items():
+            record["metrics"][name] = [a + b for a, b in
+                                       zip(record["metrics"].get(name, [[]] * runs), values)]
+        if out is not None:
+            _checkpoint(out, state, record["evals_done"])
+            if main:
+                _write_json(out / "sweep.json", record)
+                _prune(out, record["evals_done"])
+        if bar is not None:
+            bar.update(chunk * config.eval_every)
+            bar.set_postfix(loss=f"{np.nanmean(metrics['loss'][:, -1]):.4g}")
+    if bar is not None:
+        bar.close()
+    return _finish(config, record, points, seeds, out, state, num_points)
+
+
+def _progress_bar(total: int, done: int, show: bool, label: str):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=done, desc=f"sweep {label}", unit="step", file=sys.stderr)
+
+
+def _load_record(out: Path | None, identity: dict) -> dict | None:
+    if out is None or not (out / "sweep.json").exists():
+        return None
+    record = json.loads((out / "sweep.json").read_text())
+    if {k: record.get(k) for k in identity} != json.loads(json.dumps(identity)):
+        raise ValueError(f"{out} holds a different sweep (config, seeds, grid, key or "
+                         "chunk_evals differ); choose another out_dir or delete it")
+    return record
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+    return ocp.StandardCheckpointer()
+
+
+def _checkpoint(out: Path, state, evals_done: int) -> None:
+    """Saves ``state`` as ``out/state/<evals_done>``. Older checkpoints are removed by
+    :func:`_prune` only after ``sweep.json`` names the new one, so a kill at any moment leaves
+    the checkpoint that the record names."""
+    checkpointer = _checkpointer()
+    checkpointer.save(out / "state" / str(evals_done), state, force=True)
+    checkpointer.wait_until_finished()
+    _sync("checkpoint")
+
+
+def _prune(out: Path, keep: int) -> None:
+    for path in (out / "state").iterdir():
+        if path.name != str(keep):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _restore(path: Path, like):
+    import orbax.checkpoint as ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return _checkpointer().restore(path, abstract)
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _finish(config, record, points, seeds, out, state, num_points) -> SweepResult:
+    """Reshapes runs to ``[G, S]``, summarises, names non-finite runs, saves params."""
+    def split(values):
+        values = np.asarray(values)
+        return values.reshape(num_points, seeds, *values.shape[1:])
+
+    metrics = {k: split(v) for k, v in record["metrics"].items()}
+    initial = {k: split(v) for k, v in record["initial"].items()}
+    last = jax.tree.map(lambda v: v[..., -1], metrics)
+    solved = np.asarray(jax.vmap(jax.vmap(config.task.solved))(last))
+    summary = summarize(metrics, solved)
+    bad = np.argwhere(metrics["first_nonfinite_step"][..., -1] >= 0)
+    summary["nonfinite"] = [
+        {"point": {k: float(v[g]) for k, v in points.items()}, "seed": int(s),
+         "step": int(metrics["first_nonfinite_step"][g, s, -1])} for g, s in bad]
+    for entry in summary["nonfinite"]:
+        warnings.warn(f"sweep: seed {entry['seed']} at {entry['point'] or 'the config'} had a "
+                      f"non-finite loss, gradient or update first at step {entry['step']} (such "
+                      "steps were skipped)", RuntimeWarning, stacklevel=3)
+    params = None
+    if out is not None and state is not None:
+        params = _fetch(state.params, num_points * seeds)
+        params = jax.tree.map(split, params)
+        if jax.process_index() == 0:
+            _write_json(out / "summary.json", {"grid": _to_json(points),
+                                               **_to_json(summary)})
+        _save_params(out / "params", params)
+        if jax.process_index() == 0:
+            shutil.rmtree(out / "state", ignore_errors=True)
+    elif out is not None:
+        model_params = jax.eval_shape(lambda k: make_trainer(config).model.init(
+            k, config.task.input_size), jax.random.key(0))
+        params = load_params(out, jax.tree.map(
+            lambda v: np.zeros((num_points, seeds, *v.shape), v.dtype), model_params))
+    elif state is not None:
+        params = jax.tree.map(split, _fetch(state.params, num_points * seeds))
+    return SweepResult(points, metrics, initial, summary, params)
+
+
+def _save_params(path: Path, params) -> None:
+    checkpointer = _checkpointer()
+    checkpointer.save(path, params, force=True)
+    checkpointer.wait_until_finished()
+    _sync("params")
+
+
+def load_params(out_dir: str | os.PathLike, like: Any = None):
+    """A finished sweep's trained params, ``[G, S, ...]`` leaves, read with orbax.
+
+    Without ``like`` the tree comes back as orbax stores it (dicts and lists of arrays);
+    pass ``like`` (e.g. ``sweep(...).params`` or the structure from ``jax.eval_shape``) for the
+    original containers. Seed ``s`` at grid point ``g`` is ``jax.tree.map(lambda v: v[g, s],
+    params)``, ready for :mod:`gatedrnn.diagnostics`.
+    """
+    path = Path(out_dir).absolute() / "params"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the sweep in {out_dir} has not finished")
+    return _checkpointer().restore(path) if like is None else _restore(path, like)
+
+
+def load(out_dir: str | os.PathLike) -> dict:
+    """A sweep's ``sweep.json`` record (finished or not): its identity, ``evals_done``, and
+    ``metrics`` (name -> ``[G * S]`` lists over evaluations so far, run ``g * S + s``)."""
+    return json.loads((Path(out_dir) / "sweep.json").read_text())
+
+
+__all__ = ["CELL_AXES", "CONFIG_AXES", "SweepResult", "configure", "describe_config",
+           "grid_points", "load", "load_params", "summarize", "sweep"]

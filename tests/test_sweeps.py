@@ -1,0 +1,154 @@
+"""Sweeps: each run equals a single run, sharded over host devices and processes equals
+unsharded, an interrupted sweep resumes, results and params are written and reload."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sweep_worker
+
+import gatedrnn as gr
+
+WORKER = Path(sweep_worker.__file__)
+SHARD_TOL = 1e-6  # a sharded vmap computes each run alone; only fusion order may differ
+# float32 params: a vmapped batch and a single run round differently, and 40 Adam steps
+# compound it to a few 1e-6 relative
+VMAP_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return sweep_worker.run(tmp_path_factory.mktemp("reference"))
+
+
+def _start(args, *, devices=1):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _assert_same(result, reference, tol=SHARD_TOL):
+    for name in reference.metrics:
+        np.testing.assert_allclose(result.metrics[name], reference.metrics[name], rtol=tol,
+                                   atol=tol, err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol),
+                 result.params, reference.params)
+
+
+def test_every_run_of_a_sweep_equals_a_single_run_and_results_are_written(tmp_path, reference):
+    config = sweep_worker.config()
+    grid = {"learning_rate": [1e-2], "forget_bias": [0.0, 2.0]}
+    config = gr.train.Config(**{**config.__dict__, "cell": gr.lstm(6)})
+    result = gr.sweep(config, seeds=2, out_dir=tmp_path, progress=False, **grid)
+    keys = jax.random.split(jax.random.key(0), 2)
+    for g, bias in enumerate([0.0, 2.0]):
+        single_config = gr.train.Config(**{**config.__dict__, "learning_rate": 1e-2,
+                                           "cell": gr.lstm(6, forget_bias=bias)})
+        train = jax.jit(gr.train.make_train(single_config))
+        for s in range(2):
+            single = train(keys[s])
+            for name, values in single.metrics.items():
+                np.testing.assert_allclose(result.metrics[name][g, s], values, rtol=VMAP_TOL,
+                                           atol=1e-7, err_msg=name)
+            np.testing.assert_allclose(result.params["rnn"]["w_h"][g, s],
+                                       single.params["rnn"]["w_h"], rtol=VMAP_TOL, atol=1e-7)
+    np.testing.assert_array_equal(result.grid["forget_bias"], [0.0, 2.0])
+    loss = result.metrics["loss"]
+    assert loss.shape == (2, 2, 4)
+    np.testing.assert_allclose(result.summary["loss"]["mean"], loss.mean(1))
+    np.testing.assert_allclose(result.summary["loss"]["low"],
+                               np.percentile(loss, 2.5, axis=1))
+    assert result.summary["solved_rate"].shape == (2,) and result.summary["nonfinite"] == []
+
+    record = gr.sweeps.load(tmp_path)
+    assert record["evals_done"] == 4
+    np.testing.assert_allclose(np.asarray(record["metrics"]["loss"]).reshape(2, 2, 4), loss)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    np.testing.assert_allclose(summary["loss"]["median"], np.median(loss, 1))
+    reloaded = gr.sweeps.load_params(tmp_path, like=result.params)
+    jax.tree.map(np.testing.assert_array_equal, reloaded, result.params)
+    # a finished sweep is loaded, not rerun
+    again = gr.sweep(config, seeds=2, out_dir=tmp_path, progress=False, **grid)
+    jax.tree.map(np.testing.assert_array_equal, again.metrics, result.metrics)
+    jax.tree.map(np.testing.assert_array_equal, again.params, result.params)
+    # reloaded params go straight into the diagnostics
+    params = jax.tree.map(lambda v: v[1, 0], reloaded["rnn"])
+    xs = jnp.ones((2, 10, 2))
+    norms = gr.diagnostics.gradient_norms(config.cell, params, xs, lambda ys: ys[:, -1].sum())
+    assert norms.log10.shape == (10,)
+
+
+def test_a_sharded_sweep_over_four_host_devices_equals_the_unsharded_one(tmp_path, reference):
+    out = _finish(_start([tmp_path], devices=4))
+    assert "devices=4 processes=1" in out
+    _assert_same(sweep_worker.run(tmp_path), reference)  # loads the finished sweep
+
+
+def test_a_sweep_over_two_processes_with_jax_distributed_equals_one_process(tmp_path,
+                                                                            reference):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [_start([tmp_path, "--process", i, "--processes", 2, "--port", port], devices=2)
+             for i in range(2)]
+    outs = [_finish(p) for p in procs]
+    assert "devices=4 processes=2" in outs[0]
+    _assert_same(sweep_worker.run(tmp_path), reference)
+
+
+def test_an_interrupted_sweep_resumes_without_losing_or_redoing_work(tmp_path, reference,
+                                                                     capsys):
+    proc = _start([tmp_path, "--interrupt-after", 2])
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9  # killed hard after its second chunk
+    record = gr.sweeps.load(tmp_path)
+    assert record["evals_done"] == 2 and len(record["metrics"]["loss"][0]) == 2
+    assert (tmp_path / "state" / "2").is_dir()  # the checkpoint the record names
+    result = sweep_worker.run(tmp_path)
+    assert "at step 20 of 40" in capsys.readouterr().err
+    _assert_same(result, reference)
+
+
+def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
+    config = sweep_worker.config()
+    with pytest.warns(RuntimeWarning) as caught:
+        result = gr.sweep(config, seeds=2, progress=False, learning_rate=[1e-3, float("nan")])
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    for seed, message in enumerate(messages):
+        assert message.startswith(f"sweep: seed {seed} at {{'learning_rate': nan}} had a "
+                                  "non-finite loss, gradient or update first at step 0"), message
+    assert {(e["seed"], e["step"]) for e in result.summary["nonfinite"]} == {(0, 0), (1, 0)}
+    assert np.isfinite(result.metrics["loss"]).all()  # bad steps are skipped
+
+
+@pytest.mark.parametrize("grid, match", [
+    (dict(batch_size=[8, 16]), "grid axis 'batch_size' cannot be vmapped"),
+    (dict(update_bias=[1.0]), "grid axis 'update_bias' is an option of the cell factory"),
+    (dict(learning_rate=[]), "must be a non-empty list of numbers"),
+    (dict(dropout=[0.1, 1.5]), r"config.dropout must be in \[0, 1\); got 1.5"),
+])
+def test_bad_grids_are_rejected_before_compiling(grid, match):
+    config = gr.train.Config(**{**sweep_worker.config().__dict__, "cell": gr.lstm(4)})
+    with pytest.raises(ValueError, match=match):
+        gr.sweep(config, seeds=2, **grid)
+
+
+def test_a_sweep_in_another_out_dir_setup_is_refused(tmp_path, reference):
+    sweep_worker.run(tmp_path)
+    with pytest.raises(ValueError, match="holds a different sweep"):
+        gr.sweep(sweep_worker.config(), seeds=2, out_dir=tmp_path, progress=False)
