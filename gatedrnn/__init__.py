@@ -8,7 +8,7 @@ Quick tour::
     carry, ys = gr.unroll(cell, params, xs)        # xs [batch, time, 32] -> ys [batch, time, 128]
 """
 
-from gatedrnn import diagnostics, interop, models, plots, sweeps, tasks, train
+from gatedrnn import diagnostics, interop, models, modules, plots, sweeps, tasks, train
 from gatedrnn.cells import ACTIVATIONS, Cell, LSTMCarry, gru, lstm, num_params, rnn
 from gatedrnn.sweeps import sweep
 from gatedrnn.unroll import (
@@ -27,6 +27,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
     "Stack", "bidirectional", "diagnostics", "gru", "interop", "learned_initial_carry", "lstm",
-    "models", "num_params", "plots", "recurrent_dropout", "reverse_valid", "rnn", "stack", "sweep",
-    "sweeps", "tasks", "train", "unroll",
+    "models", "modules", "num_params", "plots", "recurrent_dropout", "reverse_valid", "rnn",
+    "stack", "sweep", "sweeps", "tasks", "train", "unroll",
 ]

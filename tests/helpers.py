@@ -1,5 +1,9 @@
 """Small helpers shared by the tests."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,3 +22,13 @@ def randomize(params, key, scale=0.5, dtype=jnp.float64):
 
 def to_numpy(tree):
     return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
+
+
+def load_script(relative_path: str):
+    """Imports a script of the repo (an experiment or example) as a module."""
+    path = Path(__file__).parents[1] / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    return module

@@ -1,15 +1,13 @@
 """Tasks, the pure training program, and the main experiment at toy size."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_script
 
 import gatedrnn as gr
 
@@ -168,11 +166,7 @@ def test_bad_config_is_rejected_before_compiling(changes, match):
 
 
 def test_gradient_flow_experiment_at_toy_size_writes_results_and_resumes(tmp_path, capsys):
-    path = Path(__file__).parents[1] / "experiments" / "gradient_flow.py"
-    spec = importlib.util.spec_from_file_location("gradient_flow", path)
-    experiment = importlib.util.module_from_spec(spec)
-    sys.modules["gradient_flow"] = experiment  # dataclasses resolve annotations through it
-    spec.loader.exec_module(experiment)
+    experiment = load_script("experiments/gradient_flow.py")
     argv = ["--seq-len", "6", "--hidden", "4", "--seeds", "2", "--steps", "20",
             "--eval-every", "10", "--out-dir", str(tmp_path)]
     results = experiment.main(argv)
