@@ -187,12 +187,13 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
         **grid: axis name -> list of values; see ``CONFIG_AXES`` and ``CELL_AXES``.
 
     Returns:
-        A :class:`SweepResult`. A run whose loss or gradient became non-finite is named
-        (grid point, seed, step) in a warning and in ``summary["nonfinite"]``.
+        A :class:`SweepResult`. A run whose loss, gradient or update became non-finite is
+        named (grid point, seed, step) in a warning and in ``summary["nonfinite"]``.
 
     Sharding: the ``G * S`` runs (padded to a multiple of the device count) are sharded over
     a one-axis mesh of ``jax.devices()``; for several hosts call
-    ``jax.distributed.initialize()`` first and run the same script on every host.
+    ``jax.distributed.initialize()`` first and run the same script on every host, with an
+    ``out_dir`` that every host sees (process 0 writes the records, all write checkpoints).
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds must be a positive int; got {seeds!r}")
