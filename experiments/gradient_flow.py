@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -45,12 +44,8 @@ import numpy as np
 
 import gatedrnn as gr
 
-# XLA's CPU runtime in jax 0.10 can deadlock executing vmapped LSTM/GRU training (8 seeds hang
-# on their second call) under its concurrency-optimised scheduler (docs/training.md). XLA reads
-# the flags when the backend starts, at the first computation, so setting them here works.
-CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if CPU_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_FLAG}".strip()
+# JAX 0.10's CPU runtime can deadlock on vmapped gated-cell training (see its docstring).
+gr.workarounds.avoid_cpu_deadlock()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,17 @@ Quick tour::
     carry, ys = gr.unroll(cell, params, xs)        # xs [batch, time, 32] -> ys [batch, time, 128]
 """
 
-from gatedrnn import diagnostics, interop, models, modules, plots, sweeps, tasks, train
+from gatedrnn import (
+    diagnostics,
+    interop,
+    models,
+    modules,
+    plots,
+    sweeps,
+    tasks,
+    train,
+    workarounds,
+)
 from gatedrnn.cells import ACTIVATIONS, Cell, LSTMCarry, gru, lstm, num_params, rnn
 from gatedrnn.sweeps import sweep
 from gatedrnn.unroll import (
@@ -28,5 +38,5 @@ __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
     "Stack", "bidirectional", "diagnostics", "gru", "interop", "learned_initial_carry", "lstm",
     "models", "modules", "num_params", "plots", "recurrent_dropout", "reverse_valid", "rnn",
-    "stack", "sweep", "sweeps", "tasks", "train", "unroll",
+    "stack", "sweep", "sweeps", "tasks", "train", "unroll", "workarounds",
 ]

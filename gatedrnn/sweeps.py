@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gatedrnn import cells as _cells
 from gatedrnn.cells import Cell
+from gatedrnn.tasks import Task
 from gatedrnn.train import Config, _validate, make_trainer
 
 CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
@@ -102,7 +103,7 @@ def _describe(value: Any) -> Any:
     if isinstance(value, Cell):
         return {"kind": value.kind, "hidden_size": value.hidden_size,
                 **{k: _describe(v) for k, v in value.config.items()}}
-    if hasattr(value, "_fields") and hasattr(value, "name"):  # a Task
+    if isinstance(value, Task):
         return value.name
     if hasattr(value, "_fields"):
         return {type(value).__name__: {k: _describe(getattr(value, k)) for k in value._fields}}
@@ -361,7 +362,7 @@ def _finish(config, record, points, seeds, out, state, num_points) -> SweepResul
         model_params = jax.eval_shape(lambda k: make_trainer(config).model.init(
             k, config.task.input_size), jax.random.key(0))
         params = load_params(out, jax.tree.map(
-            lambda v: np.zeros((num_points, seeds, *v.shape), v.dtype), model_params))
+            lambda v: jax.ShapeDtypeStruct((num_points, seeds, *v.shape), v.dtype), model_params))
     elif state is not None:
         params = jax.tree.map(split, _fetch(state.params, num_points * seeds))
     return SweepResult(points, metrics, initial, summary, params)

@@ -188,6 +188,11 @@ class Trainer(NamedTuple):
     model: SequenceModel
 
 
+def _run_keys(key):
+    """The run key's three uses, ``(k_init, k_train, k_eval)``; every piece derives them here."""
+    return jax.random.split(key, 3)
+
+
 def make_trainer(config: Config) -> Trainer:
     """The pieces of a training run (see :class:`Trainer`); the config is checked here."""
     _validate(config)
@@ -197,7 +202,7 @@ def make_trainer(config: Config) -> Trainer:
     tx = make_optimizer(config)
 
     def evaluate(params, key):
-        k_eval = jax.random.split(key, 3)[2]
+        k_eval = _run_keys(key)[2]
         xs, targets = task.test if task.test is not None else task.sample(
             k_eval, config.eval_batch_size)
         metrics = task.metrics(model.apply(params, xs), targets)
@@ -228,13 +233,13 @@ def make_trainer(config: Config) -> Trainer:
         return (params, opt_state, first_bad), (loss, grad_norm)
 
     def init(key):
-        params = model.init(jax.random.split(key, 3)[0], task.input_size)
+        params = model.init(_run_keys(key)[0], task.input_size)
         state = TrainState(params, tx.init(params), key, jnp.asarray(0, jnp.int32),
                            jnp.asarray(-1, jnp.int32))
         return state, evaluate(params, key)
 
     def run(state: TrainState, num_evals: int):
-        k_train = jax.random.split(state.key, 3)[1]
+        k_train = _run_keys(state.key)[1]
 
         def chunk(inner, c):
             idx = (c * config.eval_every + jnp.arange(config.eval_every)).astype(jnp.int32)

@@ -152,3 +152,11 @@ def test_a_sweep_in_another_out_dir_setup_is_refused(tmp_path, reference):
     sweep_worker.run(tmp_path)
     with pytest.raises(ValueError, match="holds a different sweep"):
         gr.sweep(sweep_worker.config(), seeds=2, out_dir=tmp_path, progress=False)
+
+
+def test_cpu_deadlock_workaround_appends_its_flag_once_and_keeps_others(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    gr.workarounds.avoid_cpu_deadlock()
+    gr.workarounds.avoid_cpu_deadlock()
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
+                                               gr.workarounds.CPU_SCHEDULER_FLAG]
