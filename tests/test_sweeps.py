@@ -24,8 +24,13 @@ VMAP_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return sweep_worker.run(tmp_path_factory.mktemp("reference"))
+def reference_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("reference")
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    return sweep_worker.run(reference_dir)
 
 
 def _start(args, *, devices=1):
@@ -148,10 +153,9 @@ def test_bad_grids_are_rejected_before_compiling(grid, match):
         gr.sweep(config, seeds=2, **grid)
 
 
-def test_a_sweep_in_another_out_dir_setup_is_refused(tmp_path, reference):
-    sweep_worker.run(tmp_path)
+def test_a_sweep_in_another_out_dir_setup_is_refused(reference_dir, reference):
     with pytest.raises(ValueError, match="holds a different sweep"):
-        gr.sweep(sweep_worker.config(), seeds=2, out_dir=tmp_path, progress=False)
+        gr.sweep(sweep_worker.config(), seeds=2, out_dir=reference_dir, progress=False)
 
 
 def test_cpu_deadlock_workaround_appends_its_flag_once_and_keeps_others(monkeypatch):
