@@ -3,7 +3,7 @@
 Quick tour::
 
     import jax, gatedrnn as gr
-    cell = gr.lstm(hidden_size=128)
+    cell = gr.lstm(hidden_size=128)                 # or gr.make_cell(init, core, ...)
     params = cell.init(jax.random.key(0), input_size=32)
     carry, ys = gr.unroll(cell, params, xs)        # xs [batch, time, 32] -> ys [batch, time, 128]
 """
@@ -19,13 +19,30 @@ from gatedrnn import (
     train,
     workarounds,
 )
-from gatedrnn.cells import ACTIVATIONS, Cell, LSTMCarry, gru, lstm, num_params, rnn
+from gatedrnn.cells import (
+    ACTIVATIONS,
+    Cell,
+    Layer,
+    LSTMCarry,
+    SequenceLayer,
+    StepLayer,
+    cell_factory,
+    gru,
+    lru,
+    lstm,
+    make_cell,
+    min_gru,
+    min_lstm,
+    num_params,
+    rnn,
+)
 from gatedrnn.sweeps import sweep
 from gatedrnn.unroll import (
     Bidirectional,
     BidirectionalCarry,
     Stack,
     bidirectional,
+    check_layer,
     reverse_valid,
     stack,
     unroll,
@@ -36,7 +53,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
-    "Stack", "bidirectional", "diagnostics", "gru", "interop", "learned_initial_carry", "lstm",
-    "models", "modules", "num_params", "plots", "recurrent_dropout", "reverse_valid", "rnn",
-    "stack", "sweep", "sweeps", "tasks", "train", "unroll", "workarounds",
+    "Layer", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",
+    "check_layer", "diagnostics", "gru", "interop", "learned_initial_carry", "lru", "lstm",
+    "make_cell", "min_gru", "min_lstm", "models", "modules", "num_params", "plots",
+    "recurrent_dropout", "reverse_valid", "rnn", "stack", "sweep", "sweeps", "tasks", "train",
+    "unroll", "workarounds",
 ]

@@ -12,46 +12,110 @@ after ``project``, never written twice.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-Params = dict[str, Any]
+Params = Any
 Carry = Any
 
 
 class LSTMCarry(NamedTuple):
-    """The LSTM's carry: hidden state ``h [*B, H]`` and cell state ``c [*B, H]`` (PyTorch order)."""
+    """The LSTM's carry: hidden state ``h [*B, P]`` and cell state ``c [*B, H]`` (PyTorch order;
+    ``P = H`` without a projection)."""
 
     h: Array
     c: Array
 
 
+class Layer(Protocol):
+    """What every layer offers: :func:`gatedrnn.unroll`, composition, training and sweeps use
+    nothing else. Cells, stacks, bidirectional layers and a user's own classes alike.
+
+    A layer is either *stepwise* (:class:`StepLayer`, a cell: ``unroll`` scans it) or a
+    *sequence layer* (:class:`SequenceLayer`: it runs over the whole sequence itself).
+    """
+
+    output_size: int
+
+    def init(self, key: PRNGKeyArray, input_size: int) -> Params:
+        """Params for inputs of ``input_size`` features: any pytree."""
+
+    def initial_carry(self, batch_shape=(), *, params=None, key=None, dtype=None) -> Carry:
+        """The carry before the first step (and after a reset)."""
+
+    def input_size(self, params: Params) -> int | None:
+        """The feature size ``params`` expect, or ``None`` when unknown (no check)."""
+
+
+class StepLayer(Layer, Protocol):
+    """A cell: one time step at a time. ``unroll`` applies ``project`` to every step at once
+    (outside the scan) and scans ``recur``; ``step`` is ``recur`` after ``project``.
+
+    Optional attributes: ``gates(params, carry, u_t) -> dict`` (gate statistics) and
+    ``linear`` (``True`` when the new carry is ``a_t * carry + b_t`` elementwise, so
+    ``unroll(..., method="associative")`` may run it).
+    """
+
+    def project(self, params: Params, x: Array) -> Array:
+        """The input half for inputs ``x [..., I]`` with any leading dimensions."""
+
+    def recur(self, params: Params, carry: Carry, u_t: Array, h_mask: Array | None = None):
+        """``(carry, h_t)``: the hidden half; ``h_mask`` is recurrent dropout's mask."""
+
+    def step(self, params: Params, carry: Carry, x_t: Array):
+        """``(carry, h_t)`` for one input ``x_t [*B, I]``."""
+
+    def output(self, carry: Carry) -> Array:
+        """The part of a carry that is the output: ``recur``'s ``h_t`` is ``output(carry_t)``."""
+
+
+class SequenceLayer(Layer, Protocol):
+    """A layer that needs the whole sequence (a stack, a bidirectional pair, a user's own)."""
+
+    def run(self, params: Params, xs: Array, carry: Carry, *, lengths, reverse, resets, key,
+            options: dict):
+        """``(carry, ys)`` for time-major ``xs [T, *B, I]``; ``carry`` may be ``None``.
+        ``options`` holds :func:`gatedrnn.unroll`'s remaining keywords (``unroll``, ``remat``,
+        ``hoist_projection``, ``method``): run sublayers with ``gr.unroll(sub, p, xs, c,
+        time_major=True, lengths=lengths, reverse=reverse, resets=resets, key=k,
+        **options)``."""
+
+
 class Cell(NamedTuple):
-    """A recurrent cell: pure functions over an explicit parameter dict.
+    """A recurrent cell: pure functions over explicit params; made by :func:`make_cell`.
 
     Attributes:
-        init: ``init(key, input_size) -> params``, a flat dict of arrays.
+        init: ``init(key, input_size) -> params`` (any pytree).
         initial_carry: ``initial_carry(batch_shape=(), *, params=None, key=None, dtype=None)``
-            -> the carry before the first step (zeros for the plain cells; wrappers may read
-            ``params`` for a learned carry or ``key`` for dropout masks).
-        project: ``project(params, x) -> u``, the input half ``x @ w_x + b`` for inputs
-            ``x [..., I]`` with any leading dimensions; ``u [..., G*H]``.
+            -> the carry before the first step (zeros unless the cell says otherwise;
+            wrappers may read ``params`` for a learned carry or ``key`` for dropout masks).
+        project: ``project(params, x) -> u``, the input half, for inputs ``x [..., I]`` with
+            any leading dimensions (``x @ w_x + b`` for the shipped cells).
         recur: ``recur(params, carry, u_t, h_mask=None) -> (carry, h_t)``, the hidden half.
-            ``h_mask [*B, H]`` multiplies the hidden state where it enters the recurrent
-            matmul (variational dropout, Gal & Ghahramani 2016); ``None`` means no mask.
+            ``h_mask [*B, output_size]`` is recurrent dropout's mask (see :func:`make_cell`);
+            ``None`` means no mask.
         step: ``step(params, carry, x_t) -> (carry, h_t)``; equals ``recur`` after ``project``.
         gates: ``gates(params, carry, u_t) -> dict`` of gate name -> ``[*B, H]`` activations
-            for that step (empty for the vanilla RNN).
-        output: ``output(carry) -> h``, the part of a carry that is the cell's output (``h``
-            for every cell here); ``recur``'s ``h_t`` equals ``output`` of its new carry.
-        input_size: ``input_size(params) -> int``, the feature size the params expect.
-        hidden_size: H, the size of ``h_t`` (static).
-        kind: ``"rnn"``, ``"lstm"``, ``"gru"`` or a wrapper's name (static).
-        config: the factory's keyword arguments, for converters and reports (static).
+            for that step (empty for cells without gates).
+        output: ``output(carry) -> h``, the part of a carry that is the cell's output;
+            ``recur``'s ``h_t`` equals ``output`` of its new carry.
+        input_size: ``input_size(params) -> int | None``, the feature size the params expect.
+        hidden_size: H, the cell's width (static).
+        kind: ``"rnn"``, ``"lstm"``, ``"gru"``, ``"min_gru"``, ... or ``"custom"`` (static).
+        config: the options the cell was made with (static); with :func:`cell_factory`, every
+            argument of the factory, so :meth:`rebuild` can change them.
+        output_size: size of ``h_t`` (H unless the cell projects, as the LSTM's ``proj_size``).
+        linear: the new carry is ``a_t * carry + b_t`` elementwise, with ``a_t, b_t`` functions
+            of the input alone, so a parallel scan may run the cell.
+        factory: the function that made the cell from ``config`` (set by
+            :func:`cell_factory`), or ``None``.
     """
 
     init: Callable[..., Params]
@@ -61,15 +125,30 @@ class Cell(NamedTuple):
     step: Callable[..., tuple[Carry, Array]]
     gates: Callable[..., dict[str, Array]]
     output: Callable[[Carry], Array]
-    input_size: Callable[[Params], int]
+    input_size: Callable[[Params], int | None]
     hidden_size: int
     kind: str
     config: Mapping[str, Any]
+    output_size: int
+    linear: bool = False
+    factory: Callable[..., Cell] | None = None
 
-    @property
-    def output_size(self) -> int:
-        """Size of the outputs ``ys`` that :func:`gatedrnn.unroll` returns (H for a cell)."""
-        return self.hidden_size
+    def rebuild(self, **changes) -> Cell:
+        """The same cell with some options changed: ``factory(**{**config, **changes})``.
+
+        Values may be traced (a sweep vmaps over them). Needs a cell made by a
+        :func:`cell_factory`.
+        """
+        if self.factory is None:
+            raise ValueError(
+                f"cell {self.kind!r} records no factory, so its options {sorted(changes)} "
+                "cannot be changed: build it in a function decorated with gr.cell_factory"
+            )
+        unknown = sorted(set(changes) - set(self.config))
+        if unknown:
+            raise ValueError(f"cell {self.kind!r} has no option {unknown[0]!r}; its options: "
+                             f"{sorted(self.config)}")
+        return self.factory(**{**self.config, **changes})
 
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -90,30 +169,31 @@ def _resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[
     return ACTIVATIONS[activation]
 
 
-def _check_hidden_size(hidden_size: int) -> None:
-    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-        raise ValueError(f"hidden_size must be a positive int; got {hidden_size!r}")
+def _check_size(value: Any, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def _recurrent_matrix(
-    key: PRNGKeyArray, hidden_size: int, num_gates: int, scheme: str | Callable, dtype: Any
+    key: PRNGKeyArray, rows: int, hidden_size: int, num_gates: int, scheme: str | Callable,
+    dtype: Any,
 ) -> Array:
-    """``w_h [H, G*H]`` with each gate's ``[H, H]`` block initialised on its own.
+    """``w_h [rows, G*H]`` with each gate's ``[rows, H]`` block initialised on its own.
 
     Orthogonal init of the fused matrix would not make each gate block orthogonal, so blocks
     are drawn separately (the per-block choice of Flax and Keras).
     """
-    shape = (hidden_size, hidden_size)
+    shape = (rows, hidden_size)
     if callable(scheme):
         block = scheme
     elif scheme == "orthogonal":
         block = jax.nn.initializers.orthogonal()
     elif scheme == "identity":
         def block(_key, shape, dtype):
-            return jnp.eye(shape[0], dtype=dtype)
+            return jnp.eye(*shape, dtype=dtype)
     elif scheme == "normal":
-        # Entries N(0, 1/H): the spectral radius is close to 1 for large H (circular law).
-        block = jax.nn.initializers.normal(stddev=hidden_size**-0.5)
+        # Entries N(0, 1/rows): the spectral radius is close to 1 for large H (circular law).
+        block = jax.nn.initializers.normal(stddev=rows**-0.5)
     else:
         raise ValueError(
             "recurrent_init must be 'orthogonal', 'identity', 'normal' or a callable "
@@ -126,8 +206,7 @@ def _recurrent_matrix(
 
 
 def _input_matrix(key: PRNGKeyArray, input_size: int, width: int, dtype: Any) -> Array:
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-        raise ValueError(f"input_size must be a positive int; got {input_size!r}")
+    _check_size(input_size, "input_size")
     return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
 
 
@@ -146,73 +225,181 @@ def _split(v: Array, num: int) -> list[Array]:
     return jnp.split(v, num, axis=-1)
 
 
-def _make_cell(
-    kind: str,
-    hidden_size: int,
-    init: Callable[[PRNGKeyArray, int], Params],
-    core: Callable[[Params, Carry, Array, Array | None], tuple[Carry, Array, dict]],
-    zeros: Callable[[tuple[int, ...], Any], Carry],
-    output: Callable[[Carry], Array],
-    config: dict[str, Any],
-    dtype: Any,
-    param_dtype: Any,
-) -> Cell:
-    """Builds the shared parts of a cell around its ``core`` equations.
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return name in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
-    ``core(params, carry, u_t, h_mask) -> (carry, h_t, gates)`` is the only place a cell's
-    equations are written; ``recur`` and ``gates`` are its two views.
+
+def _params_dtype(params: Params) -> Any:
+    leaves = [v for v in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(v),
+                                                                    jnp.inexact)]
+    return jnp.result_type(*leaves) if leaves else None
+
+
+def _describe_tree(tree: Any) -> str:
+    return str(jax.tree.map(lambda leaf: list(jnp.shape(leaf)), tree))
+
+
+def make_cell(
+    init: Callable[[PRNGKeyArray, int], Params],
+    core: Callable[..., tuple],
+    *,
+    hidden_size: int,
+    kind: str = "custom",
+    project: Callable[[Params, Array], Array] | None = None,
+    initial_carry: Callable[..., Carry] | None = None,
+    output: Callable[[Carry], Array] | None = None,
+    input_size: Callable[[Params], int] | None = None,
+    output_size: int | None = None,
+    linear: bool = False,
+    dtype: Any = None,
+    config: Mapping[str, Any] | None = None,
+) -> Cell:
+    """Builds a cell from its equations; every cell of the library is made here.
+
+    ``core`` is the only place a cell's equations are written; ``recur`` (with the carry's
+    dtype kept fixed, as ``lax.scan`` needs), ``step`` (``recur`` after ``project``) and
+    ``gates`` are derived from it. A minGRU in six lines::
+
+        def init(key, input_size):
+            return {"w": jax.nn.initializers.lecun_normal()(key, (input_size, 2 * 64))}
+        def core(params, h, u_t):
+            z, h_new = jnp.split(u_t, 2, axis=-1)
+            return (h := (1 - jax.nn.sigmoid(z)) * h + jax.nn.sigmoid(z) * h_new), h
+        cell = gr.make_cell(init, core, hidden_size=64, project=lambda p, x: x @ p["w"])
+
+    Recurrent dropout (:func:`gatedrnn.recurrent_dropout`) reaches ``core`` as the keyword
+    ``h_mask [*B, output_size]`` when ``core`` accepts one, to multiply the hidden state where
+    it enters the recurrent product (Gal & Ghahramani 2016); a ``core`` without it gets the
+    previous carry multiplied by the mask, leaf by leaf, before the step.
+
+    Args:
+        init: ``init(key, input_size) -> params``, any pytree.
+        core: ``core(params, carry, u_t) -> (carry, h_t)`` or ``(carry, h_t, gates)`` with
+            ``gates`` a dict of name -> ``[*B, H]`` activations; ``u_t`` is ``project``'s
+            output for step ``t``; ``h_t`` must equal ``output(carry)``.
+        hidden_size: H.
+        kind: a name for reports and errors.
+        project: ``project(params, x) -> u`` for ``x [..., I]`` with any leading dimensions,
+            applied by :func:`gatedrnn.unroll` to all steps at once; default the identity
+            (``core`` then receives ``x_t``).
+        initial_carry: ``initial_carry(batch_shape, *, params, key, dtype) -> carry``; default
+            zeros ``[*B, hidden_size]``. ``dtype`` is the run's dtype (see ``dtype`` below).
+        output: ``output(carry) -> h``; default the identity (the carry is ``h``).
+        input_size: ``input_size(params) -> int``; with it, inputs of another size are refused
+            with both sizes named; without it the check is skipped.
+        output_size: size of ``h_t`` (default ``hidden_size``).
+        linear: declare the new carry elementwise-affine in the old, ``a_t * carry + b_t``
+            with ``a_t, b_t`` depending on the input only, so ``unroll(...,
+            method="associative")`` may run the cell (``a_t`` and ``b_t`` are read off
+            ``core`` with one forward-mode derivative; nothing is written twice).
+        dtype: computation dtype: params and inputs are cast to it and the carry is kept in
+            it (``None``: the run's dtype is promoted from the inputs and the params' leaves).
+        config: the options the cell was made with (filled in by :func:`cell_factory`).
     """
+    _check_size(hidden_size, "hidden_size")
+    if not (callable(init) and callable(core)):
+        raise TypeError(f"init and core must be callables; got {type(init).__name__} and "
+                        f"{type(core).__name__}")
+    out_size = hidden_size if output_size is None else output_size
+    _check_size(out_size, "output_size")
+    takes_mask = _accepts(core, "h_mask")
+    read = output or _identity
+    compute_dtype = dtype
 
     def cast(params: Params) -> Params:
         if dtype is None:
             return params
         return jax.tree.map(lambda v: jnp.asarray(v).astype(dtype), params)
 
-    def input_size(params: Params) -> int:
-        return params["w_x"].shape[0]
+    def size(params: Params) -> int | None:
+        return None if input_size is None else input_size(params)
 
-    def project(params: Params, x: ArrayLike) -> Array:
+    def project_(params: Params, x: ArrayLike) -> Array:
         x = jnp.asarray(x)
-        expected = input_size(params)
-        if x.ndim < 1 or x.shape[-1] != expected:
+        expected = size(params)
+        if expected is not None and (x.ndim < 1 or x.shape[-1] != expected):
             raise ValueError(
                 f"x has shape {x.shape}: its last axis must be the {expected} input features "
-                f"the params were initialised for (w_x is {tuple(params['w_x'].shape)})"
+                f"the params were initialised for (params: {_describe_tree(params)})"
             )
-        p = cast(params)
         if dtype is not None:
             x = x.astype(dtype)
-        return x @ p["w_x"] + p["b"]
+        return x if project is None else project(cast(params), x)
+
+    def run_core(params: Params, carry: Carry, u_t: Array, h_mask: Array | None):
+        if takes_mask:
+            out = core(cast(params), carry, u_t, h_mask=h_mask)
+        else:
+            if h_mask is not None:
+                carry = jax.tree.map(lambda c: c * h_mask.astype(c.dtype), carry)
+            out = core(cast(params), carry, u_t)
+        if not isinstance(out, tuple) or len(out) not in (2, 3):
+            raise TypeError(f"core of cell {kind!r} must return (carry, h_t) or (carry, h_t, "
+                            f"gates); got {type(out).__name__}")
+        return out if len(out) == 3 else (*out, {})
 
     def recur(params: Params, carry: Carry, u_t: Array, h_mask: Array | None = None):
-        new_carry, h_t, _ = core(cast(params), carry, u_t, h_mask)
+        new_carry, h_t, _ = run_core(params, carry, u_t, h_mask)
+        if jax.tree.structure(new_carry) != jax.tree.structure(carry):
+            raise ValueError(f"core of cell {kind!r} returned a carry of structure "
+                             f"{_describe_tree(new_carry)} for a carry {_describe_tree(carry)}: "
+                             "the new carry must have the old one's structure")
         # Keeps the carry's dtype fixed across steps, as lax.scan requires.
         new_carry = jax.tree.map(lambda new, old: new.astype(old.dtype), new_carry, carry)
-        return new_carry, h_t.astype(jax.tree.leaves(carry)[0].dtype)
+        return new_carry, h_t.astype(jax.eval_shape(read, carry).dtype)
 
     def gates(params: Params, carry: Carry, u_t: Array) -> dict[str, Array]:
-        return core(cast(params), carry, u_t, None)[2]
+        return run_core(params, carry, u_t, None)[2]
 
     def step(params: Params, carry: Carry, x_t: ArrayLike):
-        return recur(params, carry, project(params, x_t))
+        return recur(params, carry, project_(params, x_t))
 
-    def initial_carry(batch_shape=(), *, params=None, key=None, dtype=None) -> Carry:
-        del params, key  # a plain cell starts from zeros
-        return zeros(tuple(batch_shape), dtype or config["dtype"] or param_dtype)
+    def initial_carry_(batch_shape=(), *, params=None, key=None, dtype=None) -> Carry:
+        # the cell's own computation dtype wins; else the run's; else the params'
+        dt = compute_dtype or dtype or _params_dtype(params) or jnp.float32
+        batch_shape = tuple(batch_shape)
+        if initial_carry is None:
+            return jnp.zeros((*batch_shape, hidden_size), dt)
+        return initial_carry(batch_shape, params=params, key=key, dtype=dt)
 
     return Cell(
-        init=init,
-        initial_carry=initial_carry,
-        project=project,
-        recur=recur,
-        step=step,
-        gates=gates,
-        output=output,
-        input_size=input_size,
-        hidden_size=hidden_size,
-        kind=kind,
-        config=config,
+        init=init, initial_carry=initial_carry_, project=project_, recur=recur, step=step,
+        gates=gates, output=read, input_size=size, hidden_size=hidden_size, kind=kind,
+        config=dict(config or {}), output_size=out_size, linear=bool(linear),
     )
+
+
+def cell_factory(fn: Callable[..., Cell]) -> Callable[..., Cell]:
+    """Decorates a function that returns a :func:`make_cell` cell so the cell records every
+    argument it was made with (``cell.config``) and the function (``cell.factory``).
+
+    ``cell.rebuild(forget_bias=2.0)`` then makes the same cell with one option changed, which
+    is how :func:`gatedrnn.sweep` sweeps a cell's options (the new value may be traced). The
+    shipped factories (:func:`rnn`, :func:`lstm`, :func:`gru`, ...) are decorated with it.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def factory(*args, **kwargs) -> Cell:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        cell = fn(*args, **kwargs)
+        if not isinstance(cell, Cell):  # a stack or pair records its own arguments
+            return cell
+        options = {}
+        for name, value in bound.arguments.items():
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                options.update(value)
+            else:
+                options[name] = value
+        return cell._replace(config=options, factory=factory)
+
+    return factory
 
 
 def _identity(carry: Array) -> Array:
@@ -223,6 +410,16 @@ def _masked(h: Array, h_mask: Array | None) -> Array:
     return h if h_mask is None else h * h_mask
 
 
+def _affine(params: Params, x: Array) -> Array:
+    """The shipped cells' input half: ``x @ w_x + b``."""
+    return x @ params["w_x"] + params["b"]
+
+
+def _rows_of_w_x(params: Params) -> int:
+    return params["w_x"].shape[0]
+
+
+@cell_factory
 def rnn(
     hidden_size: int,
     *,
@@ -259,33 +456,27 @@ def rnn(
         dtype: computation dtype (``None``: promote inputs and params), e.g. ``jnp.bfloat16``.
         param_dtype: dtype of the initialised params.
     """
-    _check_hidden_size(hidden_size)
+    _check_size(hidden_size, "hidden_size")
     act = _resolve_activation(activation)
-    config = dict(
-        activation=activation, recurrent_init=recurrent_init,
-        recurrent_scale=recurrent_scale, dtype=dtype, param_dtype=param_dtype,
-    )
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h = jax.random.split(key)
-        w_h = _recurrent_matrix(k_h, hidden_size, 1, recurrent_init, param_dtype)
+        w_h = _recurrent_matrix(k_h, hidden_size, hidden_size, 1, recurrent_init, param_dtype)
         return {
             "w_x": _input_matrix(k_x, input_size, hidden_size, param_dtype),
             "w_h": w_h * jnp.asarray(recurrent_scale, param_dtype),
             "b": jnp.zeros((hidden_size,), param_dtype),
         }
 
-    def core(params, h_tm1, u_t, h_mask):
+    def core(params, h_tm1, u_t, h_mask=None):
         h_t = act(u_t + _masked(h_tm1, h_mask) @ params["w_h"])
-        return h_t, h_t, {}
+        return h_t, h_t
 
-    def zeros(batch_shape, dt):
-        return jnp.zeros((*batch_shape, hidden_size), dt)
-
-    return _make_cell("rnn", hidden_size, init, core, zeros, _identity, config, dtype,
-                      param_dtype)
+    return make_cell(init, core, hidden_size=hidden_size, kind="rnn", project=_affine,
+                     input_size=_rows_of_w_x, dtype=dtype)
 
 
+@cell_factory
 def lstm(
     hidden_size: int,
     *,
@@ -293,6 +484,7 @@ def lstm(
     chrono_t_max: float | None = None,
     peepholes: bool = False,
     coupled: bool = False,
+    proj_size: int | None = None,
     recurrent_init: str | Callable = "orthogonal",
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
@@ -306,26 +498,31 @@ def lstm(
         g_t = tanh(u_g + h_{t-1} @ w_h[:, g])
         c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
         o_t = σ(u_o + h_{t-1} @ w_h[:, o] + p_o ⊙ c_t)
-        h_t = o_t ⊙ tanh(c_t)
+        h_t = o_t ⊙ tanh(c_t)                                 (no projection)
+        h_t = (o_t ⊙ tanh(c_t)) @ w_hr                          (proj_size=P)
 
     where ``u = x_t @ w_x + b`` and the peephole terms ``p_*`` appear only with
     ``peepholes=True`` (diagonal peepholes, Gers & Schmidhuber 2000; the output gate peeks at
-    the new cell state).
+    the new cell state). With ``proj_size`` (the LSTMP of Sak et al. 2014, as
+    ``torch.nn.LSTM(proj_size=P)``) the hidden state is projected to ``P < H`` features,
+    which shrinks ``w_h`` and the output.
 
     ======  ==========  =======================================================
     name    shape       init
     ======  ==========  =======================================================
     w_x     [I, G*H]    LeCun normal
-    w_h     [H, G*H]    ``recurrent_init`` per gate block
+    w_h     [P, G*H]    ``recurrent_init`` per gate block (P = H without projection)
     b       [G*H]       zeros, forget block ``forget_bias`` (or chrono)
+    w_hr    [H, P]      LeCun normal (``proj_size`` only)
     p_i     [H]         zeros (``peepholes`` and not ``coupled``)
     p_f     [H]         zeros (``peepholes``)
     p_o     [H]         zeros (``peepholes``)
     ======  ==========  =======================================================
 
-    G is 4, or 3 when ``coupled``. The carry is :class:`LSTMCarry` ``(h, c)``; the output is
-    ``h_t``. The forget bias is a trainable parameter's initial value (Jozefowicz et al. 2015),
-    as Keras's ``unit_forget_bias``; no constant is added in the forward pass.
+    G is 4, or 3 when ``coupled``. The carry is :class:`LSTMCarry` ``(h [*B, P], c [*B, H])``;
+    the output is ``h_t``. The forget bias is a trainable parameter's initial value
+    (Jozefowicz et al. 2015), as Keras's ``unit_forget_bias``; no constant is added in the
+    forward pass.
 
     Args:
         hidden_size: H.
@@ -335,22 +532,22 @@ def lstm(
             ``b_f ~ log U[1, T_max - 1]`` and ``b_i = -b_f``; replaces ``forget_bias``.
         peepholes: add diagonal peephole connections ``p_i, p_f, p_o``.
         coupled: couple the input and forget gates, ``i = 1 - f`` (CIFG, Greff et al. 2017).
+        proj_size: P, the width of the projected hidden state (``None``: no projection).
         recurrent_init: ``"orthogonal"`` (default), ``"identity"``, ``"normal"`` or a callable,
-            applied to each gate's ``[H, H]`` block.
+            applied to each gate's ``[P, H]`` block.
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
-    _check_hidden_size(hidden_size)
+    _check_size(hidden_size, "hidden_size")
+    if proj_size is not None:
+        _check_size(proj_size, "proj_size")
     names = ("f", "g", "o") if coupled else ("i", "f", "g", "o")
     num_gates = len(names)
-    config = dict(
-        forget_bias=forget_bias, chrono_t_max=chrono_t_max, peepholes=peepholes,
-        coupled=coupled, recurrent_init=recurrent_init, dtype=dtype, param_dtype=param_dtype,
-    )
     hh = hidden_size
+    pp = hh if proj_size is None else proj_size
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
-        k_x, k_h, k_b = jax.random.split(key, 3)
+        k_x, k_h, k_b, k_r = jax.random.split(key, 4)
         blocks = {n: jnp.zeros((hh,), param_dtype) for n in names}
         if chrono_t_max is not None:
             blocks["f"] = _chrono_bias(k_b, chrono_t_max, hh, param_dtype)
@@ -360,16 +557,18 @@ def lstm(
             blocks["f"] = jnp.full((hh,), forget_bias, param_dtype)
         params = {
             "w_x": _input_matrix(k_x, input_size, num_gates * hh, param_dtype),
-            "w_h": _recurrent_matrix(k_h, hh, num_gates, recurrent_init, param_dtype),
+            "w_h": _recurrent_matrix(k_h, pp, hh, num_gates, recurrent_init, param_dtype),
             "b": jnp.concatenate([blocks[n] for n in names]),
         }
+        if proj_size is not None:
+            params["w_hr"] = jax.nn.initializers.lecun_normal()(k_r, (hh, pp), param_dtype)
         if peepholes:
             for n in ("i", "f", "o"):
                 if n in names:
                     params[f"p_{n}"] = jnp.zeros((hh,), param_dtype)
         return params
 
-    def core(params, carry, u_t, h_mask):
+    def core(params, carry, u_t, h_mask=None):
         h_tm1, c_tm1 = carry
         pre = dict(zip(names, _split(u_t + _masked(h_tm1, h_mask) @ params["w_h"], num_gates)))
         if peepholes:
@@ -383,17 +582,24 @@ def lstm(
         o_pre = pre["o"] + params["p_o"] * c_t if peepholes else pre["o"]
         o_t = jax.nn.sigmoid(o_pre)
         h_t = o_t * jnp.tanh(c_t)
+        if proj_size is not None:
+            h_t = h_t @ params["w_hr"]
         gates = {"input": i_t, "forget": f_t, "output": o_t, "candidate": g_t}
         return LSTMCarry(h_t, c_t), h_t, gates
 
-    def zeros(batch_shape, dt):
-        z = jnp.zeros((*batch_shape, hh), dt)
-        return LSTMCarry(z, z)
+    def initial_carry(batch_shape, *, dtype, **_):
+        return LSTMCarry(jnp.zeros((*batch_shape, pp), dtype), jnp.zeros((*batch_shape, hh), dtype))
 
-    return _make_cell("lstm", hidden_size, init, core, zeros, lambda carry: carry.h, config,
-                      dtype, param_dtype)
+    return make_cell(init, core, hidden_size=hh, kind="lstm", project=_affine,
+                     initial_carry=initial_carry, output=_lstm_h, input_size=_rows_of_w_x,
+                     output_size=pp, dtype=dtype)
 
 
+def _lstm_h(carry: LSTMCarry) -> Array:
+    return carry.h
+
+
+@cell_factory
 def gru(
     hidden_size: int,
     *,
@@ -442,12 +648,8 @@ def gru(
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
-    _check_hidden_size(hidden_size)
+    _check_size(hidden_size, "hidden_size")
     hh = hidden_size
-    config = dict(
-        reset_after=reset_after, update_bias=update_bias, chrono_t_max=chrono_t_max,
-        recurrent_init=recurrent_init, dtype=dtype, param_dtype=param_dtype,
-    )
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h, k_b = jax.random.split(key, 3)
@@ -458,14 +660,14 @@ def gru(
         zeros_h = jnp.zeros((hh,), param_dtype)
         params = {
             "w_x": _input_matrix(k_x, input_size, 3 * hh, param_dtype),
-            "w_h": _recurrent_matrix(k_h, hh, 3, recurrent_init, param_dtype),
+            "w_h": _recurrent_matrix(k_h, hh, hh, 3, recurrent_init, param_dtype),
             "b": jnp.concatenate([zeros_h, b_z, zeros_h]),
         }
         if reset_after:
             params["b_hn"] = zeros_h
         return params
 
-    def core(params, h_tm1, u_t, h_mask):
+    def core(params, h_tm1, u_t, h_mask=None):
         u_r, u_z, u_n = _split(u_t, 3)
         hm = _masked(h_tm1, h_mask)
         if reset_after:
@@ -481,11 +683,186 @@ def gru(
         h_t = (1.0 - z_t) * n_t + z_t * h_tm1
         return h_t, h_t, {"reset": r_t, "update": z_t, "candidate": n_t}
 
-    def zeros(batch_shape, dt):
-        return jnp.zeros((*batch_shape, hh), dt)
+    return make_cell(init, core, hidden_size=hh, kind="gru", project=_affine,
+                     input_size=_rows_of_w_x, dtype=dtype)
 
-    return _make_cell("gru", hidden_size, init, core, zeros, _identity, config, dtype,
-                      param_dtype)
+
+def _g(v: Array) -> Array:
+    """Feng et al. 2024's positive activation: ``v + 0.5`` for ``v >= 0``, else ``σ(v)``."""
+    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def _input_only_init(num_gates: int, hidden_size: int, param_dtype: Any) -> Callable:
+    def init(key: PRNGKeyArray, input_size: int) -> Params:
+        return {"w_x": _input_matrix(key, input_size, num_gates * hidden_size, param_dtype),
+                "b": jnp.zeros((num_gates * hidden_size,), param_dtype)}
+    return init
+
+
+@cell_factory
+def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> Cell:
+    """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): gates from the input alone, so
+    the recurrence is linear in the state and runs as a parallel scan.
+
+    With ``u = x_t @ w_x + b`` split into blocks ``z, h``::
+
+        z_t = σ(u_z)
+        h~_t = g(u_h),    g(v) = v + 0.5 if v >= 0 else σ(v)
+        h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h~_t
+
+    ======  ==========  ============
+    name    shape       init
+    ======  ==========  ============
+    w_x     [I, 2H]     LeCun normal
+    b       [2H]        zeros
+    ======  ==========  ============
+
+    The carry is ``h [*B, H]``. ``g`` keeps ``h~`` positive, which the paper needs for its
+    log-space scan: that scan forms prefix products of ``1 - z`` and divides by them, which
+    underflows in linear space. ``gr.unroll(..., method="associative")`` instead combines
+    ``(a, b)`` pairs with ``jax.lax.associative_scan`` and never divides, so the linear-space
+    form is stable at any length (tested at T = 4096).
+    """
+    _check_size(hidden_size, "hidden_size")
+
+    def core(params, h_tm1, u_t):
+        k_z, k_h = _split(u_t, 2)
+        z_t = jax.nn.sigmoid(k_z)
+        h_t = (1.0 - z_t) * h_tm1 + z_t * _g(k_h)
+        return h_t, h_t, {"update": z_t}
+
+    return make_cell(_input_only_init(2, hidden_size, param_dtype), core,
+                     hidden_size=hidden_size, kind="min_gru", project=_affine,
+                     input_size=_rows_of_w_x, linear=True, dtype=dtype)
+
+
+@cell_factory
+def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> Cell:
+    """minLSTM (Feng et al. 2024): input-only forget and input gates, normalised to sum to 1.
+
+    With ``u = x_t @ w_x + b`` split into blocks ``f, i, h``::
+
+        f_t = σ(u_f),  i_t = σ(u_i),  h~_t = g(u_h)
+        f'_t = f_t / (f_t + i_t),  i'_t = i_t / (f_t + i_t)
+        h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h~_t
+
+    ======  ==========  ============
+    name    shape       init
+    ======  ==========  ============
+    w_x     [I, 3H]     LeCun normal
+    b       [3H]        zeros
+    ======  ==========  ============
+
+    The carry is ``h [*B, H]``; linear in the state, so it runs as a parallel scan (see
+    :func:`min_gru` on stability). Gates reported: the normalised ``"forget"`` and
+    ``"input"``.
+    """
+    _check_size(hidden_size, "hidden_size")
+
+    def core(params, h_tm1, u_t):
+        k_f, k_i, k_h = _split(u_t, 3)
+        f_t, i_t = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+        f_t, i_t = f_t / (f_t + i_t), i_t / (f_t + i_t)
+        h_t = f_t * h_tm1 + i_t * _g(k_h)
+        return h_t, h_t, {"forget": f_t, "input": i_t}
+
+    return make_cell(_input_only_init(3, hidden_size, param_dtype), core,
+                     hidden_size=hidden_size, kind="min_lstm", project=_affine,
+                     input_size=_rows_of_w_x, linear=True, dtype=dtype)
+
+
+@cell_factory
+def lru(
+    hidden_size: int,
+    *,
+    complex_state: bool = True,
+    r_min: float = 0.9,
+    r_max: float = 0.999,
+    max_phase: float = 2 * math.pi,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """A diagonal linear recurrent unit (the LRU of Orvieto et al. 2023, eqs. 3-7).
+
+    The state ``s [*B, N]`` (N = ``hidden_size``) evolves elementwise::
+
+        λ = exp(-exp(nu_log) + i exp(theta_log))      (real: λ = exp(-exp(nu_log)))
+        s_t = λ ⊙ s_{t-1} + exp(gamma_log) ⊙ (x_t @ (b_re + i b_im))
+        h_t = [Re s_t, Im s_t]                         (real: h_t = s_t)
+
+    ``|λ| = exp(-exp(nu_log)) < 1`` for any parameter values (the stable exponential
+    parameterisation); ``gamma_log`` starts at ``log sqrt(1 - |λ|^2)`` (the normalisation).
+    The paper's readout ``Re(C s_t) = [C_re, -C_im] @ [Re s_t; Im s_t]`` is a linear map of
+    ``h_t``, so it is the next layer's input projection here (as is its skip ``D x_t``).
+
+    ==========  ==========  =====================================================
+    name        shape       init
+    ==========  ==========  =====================================================
+    nu_log      [N]         ``|λ|`` uniform on the ring ``[r_min, r_max]``
+    theta_log   [N]         ``log(max_phase * U[0, 1])`` (complex only)
+    gamma_log   [N]         ``log sqrt(1 - |λ|^2)``
+    b_re        [I, N]      ``N(0, 1 / (2 I))`` (``N(0, 1 / I)`` when real)
+    b_im        [I, N]      ``N(0, 1 / (2 I))`` (complex only)
+    ==========  ==========  =====================================================
+
+    The carry is the complex (or real) state; the output has ``2N`` features (``N`` real).
+    Linear in the state: ``unroll(..., method="associative")`` runs it as a parallel scan.
+
+    Args:
+        hidden_size: N, the state size.
+        complex_state: complex diagonal (the paper) or real diagonal.
+        r_min, r_max: the ring of initial eigenvalue magnitudes (close to 1: long memory).
+        max_phase: initial phases are uniform in ``[0, max_phase]``.
+        dtype: computation dtype (``None``: promote inputs and params).
+        param_dtype: dtype of the initialised params (real).
+    """
+    _check_size(hidden_size, "hidden_size")
+    if not 0.0 <= r_min < r_max < 1.0:
+        raise ValueError(f"need 0 <= r_min < r_max < 1; got r_min={r_min!r}, r_max={r_max!r}")
+    n = hidden_size
+
+    def magnitude_log(params):  # log |λ| = -exp(nu_log)
+        return -jnp.exp(params["nu_log"])
+
+    def init(key: PRNGKeyArray, input_size: int) -> Params:
+        _check_size(input_size, "input_size")
+        k_nu, k_th, k_re, k_im = jax.random.split(key, 4)
+        u = jax.random.uniform(k_nu, (n,), jnp.float32)
+        nu_log = jnp.log(-0.5 * jnp.log(u * (r_max**2 - r_min**2) + r_min**2))
+        scale = (2 * input_size if complex_state else input_size) ** -0.5
+        params = {"nu_log": nu_log,
+                  "gamma_log": 0.5 * jnp.log1p(-jnp.exp(-2.0 * jnp.exp(nu_log))),
+                  "b_re": scale * jax.random.normal(k_re, (input_size, n))}
+        if complex_state:
+            params["theta_log"] = jnp.log(max_phase * jax.random.uniform(k_th, (n,)))
+            params["b_im"] = scale * jax.random.normal(k_im, (input_size, n))
+        return jax.tree.map(lambda v: v.astype(param_dtype), params)
+
+    def project(params, x):
+        u = x @ params["b_re"]
+        if complex_state:
+            u = jax.lax.complex(u, x @ params["b_im"])
+        return u * jnp.exp(params["gamma_log"])
+
+    def core(params, s_tm1, u_t):
+        if complex_state:
+            lam = jnp.exp(jax.lax.complex(magnitude_log(params), jnp.exp(params["theta_log"])))
+        else:
+            lam = jnp.exp(magnitude_log(params))
+        s_t = lam * s_tm1 + u_t
+        return s_t, output(s_t)
+
+    def output(s):
+        return jnp.concatenate([s.real, s.imag], axis=-1) if complex_state else s
+
+    def initial_carry(batch_shape, *, dtype, **_):
+        dt = jnp.result_type(dtype, jnp.complex64) if complex_state else dtype
+        return jnp.zeros((*batch_shape, n), dt)
+
+    return make_cell(init, core, hidden_size=n, kind="lru", project=project,
+                     initial_carry=initial_carry, output=output,
+                     input_size=lambda p: p["b_re"].shape[0],
+                     output_size=2 * n if complex_state else n, linear=True, dtype=dtype)
 
 
 def num_params(params: Any) -> int:
@@ -493,4 +870,6 @@ def num_params(params: Any) -> int:
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
-__all__ = ["ACTIVATIONS", "Cell", "LSTMCarry", "gru", "lstm", "num_params", "rnn"]
+__all__ = ["ACTIVATIONS", "Cell", "LSTMCarry", "Layer", "SequenceLayer", "StepLayer",
+           "cell_factory", "gru", "lru", "lstm", "make_cell", "min_gru", "min_lstm", "num_params",
+           "rnn"]

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
-from gatedrnn.cells import Cell
-from gatedrnn.unroll import _check_lengths
+from gatedrnn.cells import make_cell
+from gatedrnn.unroll import _check_lengths, check_layer, unroll
 
 _LN10 = math.log(10.0)
 
@@ -77,31 +77,72 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _prepare(cell: Cell, params, xs: ArrayLike, carry):
-    """Validates ``xs [B, T, I]``, casts to float64 when enabled, builds the initial carry."""
+def _cell_view(layer, params, xs, index):
+    """The stepwise layer whose carry a diagnostic follows, with its params and inputs.
+
+    A cell is itself. A stack with ``layer=i`` is its layer ``i``, driven by the outputs of
+    the layers below it (layer ``i``'s carry never feeds back into them, so its Jacobians are
+    its own). A stack of cells without ``layer`` is one cell whose carry is the tuple of every
+    layer's carry (``Stack.step``), so the norms follow all layers together.
+    """
+    if index is not None:
+        layers = getattr(layer, "layers", None)
+        if layers is None:
+            raise ValueError(f"layer={index!r} selects a layer of a stack; got a "
+                             f"{type(layer).__name__}")
+        if not isinstance(index, int) or not 0 <= index < len(layers):
+            raise ValueError(f"layer must be an int in [0, {len(layers) - 1}]; got {index!r}")
+        if index > 0:
+            below = layer.rebuild(layers=layers[:index])
+            xs = unroll(below, params[:index], xs)[1]
+        return _cell_view(layers[index], params[index], xs, None)
+    if hasattr(layer, "recur") and hasattr(layer, "project"):
+        return layer, params, xs
+    check_layer(layer, "cell")
+    if not (hasattr(layer, "step") and hasattr(layer, "output")):
+        raise TypeError(f"cell: diagnostics follow a carry step by step, and a "
+                        f"{type(layer).__name__} needs the whole sequence; pass layer=i to "
+                        "follow one layer of a stack")
+
+    def core(p, carry, x_t):
+        return layer.step(p, carry, x_t)
+
+    def initial_carry(batch_shape, *, params, key, dtype):
+        return layer.initial_carry(batch_shape, params=params, key=key, dtype=dtype)
+
+    view = make_cell(layer.init, core, hidden_size=layer.output_size,
+                     kind=f"steps({getattr(layer, 'kind', type(layer).__name__)})",
+                     initial_carry=initial_carry, output=layer.output,
+                     input_size=layer.input_size)
+    return view, params, xs
+
+
+def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
+    """Validates ``xs [B, T, I]``, picks the carry to follow (:func:`_cell_view`), casts to
+    float64 when enabled, builds the initial carry."""
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [batch, time, features]; got shape {xs.shape}")
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be a Cell (diagnostics follow one cell's carry); got "
-                        f"{type(cell).__name__}")
-    expected = cell.input_size(params)
-    if xs.shape[-1] != expected:
+    expected = cell.input_size(params) if hasattr(cell, "input_size") else None
+    if expected is not None and xs.shape[-1] != expected:
         raise ValueError(f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were "
                          f"initialised for input_size={expected}")
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    params = jax.tree.map(lambda v: jnp.asarray(v).astype(dtype), params)
+    params = jax.tree.map(lambda v: jnp.asarray(v).astype(
+        jnp.result_type(dtype, jnp.result_type(v))), params)
     xs = xs.astype(dtype)
+    cell, params, xs = _cell_view(cell, params, xs, layer)
     if carry is None:
         carry = cell.initial_carry(xs.shape[:1], params=params, dtype=dtype)
-    carry = jax.tree.map(lambda v: jnp.asarray(v).astype(dtype), carry)
+    carry = jax.tree.map(lambda v: jnp.asarray(v).astype(
+        jnp.result_type(dtype, jnp.result_type(v))), carry)
     numerics = f"{jnp.dtype(dtype).name}, log-space products"
-    return params, xs, carry, numerics
+    return cell, params, xs, carry, numerics
 
 
 def tree_norm(tree) -> Array:
-    """The L2 norm of all leaves of a pytree taken together."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+    """The L2 norm of all leaves of a pytree taken together (complex leaves by modulus)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree)))
 
 
 def _unit(tree):
@@ -131,7 +172,7 @@ def _component_names(carry) -> tuple[str, ...]:
 
 
 def gradient_norms(
-    cell: Cell,
+    cell,
     params,
     xs: Float[ArrayLike, "B T I"],
     loss_fn,
@@ -139,6 +180,7 @@ def gradient_norms(
     carry=None,
     lengths=None,
     components: bool = False,
+    layer: int | None = None,
 ) -> Norms:
     """``||dL / d carry_t||`` for every step ``t``, over the whole batch: ``log10 [T]``.
 
@@ -153,19 +195,24 @@ def gradient_norms(
     finite for lags of thousands of steps in float32. It equals differentiating ``L`` with
     respect to a zero perturbation added to each step's carry.
 
+    Works for any stepwise layer, and for stacks (see ``layer``).
+
     Args:
-        cell: the cell.
+        cell: the cell, or a stack of cells.
         params: its params.
         xs: inputs ``[B, T, I]``.
         loss_fn: ``loss_fn(ys) -> scalar`` on the outputs ``[B, T, H]``.
         carry: initial carry (zeros by default).
         lengths: optional ``[B]`` valid lengths, as in :func:`gatedrnn.unroll`.
         components: also report each carry component (LSTM ``h`` and ``c``) on its own.
+        layer: for a stack, follow layer ``layer``'s carry alone (driven by the layers
+            below it; ``loss_fn`` then sees that layer's outputs); ``None`` follows every
+            layer's carry together (a stack of cells).
 
     Returns:
         :class:`Norms` with ``log10 [T]`` and, with ``components``, ``components[name] [T]``.
     """
-    params, xs, carry0, numerics = _prepare(cell, params, xs, carry)
+    cell, params, xs, carry0, numerics = _prepare(cell, params, xs, carry, layer)
     xs_tm = jnp.moveaxis(xs, 1, 0)
     num_steps = xs_tm.shape[0]
     if lengths is not None:
@@ -218,13 +265,24 @@ def gradient_norms(
     return Norms(logs / _LN10, parts, numerics)
 
 
-def _flat_trajectory(cell: Cell, params, xs_e, carry_e):
+def _real_ravel(carry):
+    """The carry as one real vector, and its inverse: a complex carry (an LRU's state) is
+    the real system of its real and imaginary parts, whose Jacobians are real."""
+    flat, unravel = ravel_pytree(carry)
+    if not jnp.iscomplexobj(flat):
+        return flat, unravel
+    n = flat.shape[0]
+    return jnp.concatenate([flat.real, flat.imag]), lambda v: unravel(
+        jax.lax.complex(v[:n], v[n:]))
+
+
+def _flat_trajectory(cell, params, xs_e, carry_e):
     """One example: flat step function, projected inputs and flat carries before each step."""
-    flat0, unravel = ravel_pytree(carry_e)
+    flat0, unravel = _real_ravel(carry_e)
     us = cell.project(params, xs_e)
 
     def f(v, u_t):
-        return ravel_pytree(cell.recur(params, unravel(v), u_t)[0])[0]
+        return _real_ravel(cell.recur(params, unravel(v), u_t)[0])[0]
 
     def body(v, u_t):
         return f(v, u_t), v
@@ -238,7 +296,8 @@ def _per_example(fn, cell, params, xs, carry):
 
 
 def jacobian_norms(
-    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, ord: Any = 2
+    cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, ord: Any = 2,
+    layer: int | None = None,
 ) -> Norms:
     """``||d carry_{T-1} / d carry_t||`` for each example and step: ``log10 [B, T]``.
 
@@ -249,12 +308,15 @@ def jacobian_norms(
     space.
 
     Args:
-        cell: the cell; params: its params; xs: ``[B, T, I]``; carry: initial carry.
+        cell: the cell (or a stack: see ``layer``); params: its params; xs: ``[B, T, I]``;
+            carry: initial carry.
         ord: ``2`` (spectral norm, the default) or ``"fro"`` (Frobenius).
+        layer: for a stack, follow layer ``layer``'s carry alone; ``None`` follows the
+            whole stack's carry (every layer's, flattened together).
     """
     if ord not in (2, "fro"):
         raise ValueError(f"ord must be 2 or 'fro'; got {ord!r}")
-    params, xs, carry0, numerics = _prepare(cell, params, xs, carry)
+    cell, params, xs, carry0, numerics = _prepare(cell, params, xs, carry, layer)
 
     def one(f, us, prev):
         n = prev.shape[-1]
@@ -277,7 +339,7 @@ def jacobian_norms(
 
 
 def jacobian_spectrum(
-    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None
+    cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, layer: int | None = None
 ) -> Float[Array, "B T N"]:
     """Singular values of every one-step Jacobian ``d carry_t / d carry_{t-1}``: ``[B, T, N]``.
 
@@ -285,7 +347,7 @@ def jacobian_spectrum(
     above 1 expand a perturbation along their direction; the largest one bounds the per-step
     gradient growth (Pascanu et al. 2013).
     """
-    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
+    cell, params, xs, carry0, _ = _prepare(cell, params, xs, carry, layer)
 
     def one(f, us, prev):
         return jax.lax.map(lambda a: jnp.linalg.svd(jax.jacfwd(f)(*a), compute_uv=False),
@@ -295,7 +357,8 @@ def jacobian_spectrum(
 
 
 def lyapunov_exponents(
-    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, k: int | None = None, carry=None
+    cell, params, xs: Float[ArrayLike, "B T I"], *, k: int | None = None, carry=None,
+    layer: int | None = None,
 ) -> Float[Array, "B K"]:
     """The leading ``k`` Lyapunov exponents of the carry dynamics driven by ``xs``: ``[B, k]``.
 
@@ -305,8 +368,8 @@ def lyapunov_exponents(
     RNN with ``w_h = a I`` has every exponent ``log a``; negative exponents mean perturbations
     (and gradients) die out.
     """
-    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
-    n = ravel_pytree(jax.tree.map(lambda v: v[0], carry0))[0].shape[0]
+    cell, params, xs, carry0, _ = _prepare(cell, params, xs, carry, layer)
+    n = _real_ravel(jax.tree.map(lambda v: v[0], carry0))[0].shape[0]
     k = n if k is None else k
     if not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"k must be an int in [1, {n}] (the flattened carry size); got {k!r}")
@@ -325,8 +388,8 @@ def lyapunov_exponents(
 
 
 def gate_activations(
-    cell: Cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, low: float = 0.1,
-    high: float = 0.9,
+    cell, params, xs: Float[ArrayLike, "B T I"], *, carry=None, low: float = 0.1,
+    high: float = 0.9, layer: int | None = None,
 ) -> GateStats:
     """Every sigmoid gate's activation at every step, and the fraction saturated.
 
@@ -338,7 +401,7 @@ def gate_activations(
         :class:`GateStats` with ``values[name] [B, T, H]`` and ``[T]`` fractions of units
         below ``low`` and above ``high``.
     """
-    params, xs, carry0, _ = _prepare(cell, params, xs, carry)
+    cell, params, xs, carry0, _ = _prepare(cell, params, xs, carry, layer)
     us = cell.project(params, jnp.moveaxis(xs, 1, 0))
 
     def body(c_tm1, u_t):

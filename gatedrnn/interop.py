@@ -38,20 +38,19 @@ def from_torch(module) -> tuple[Any, Any]:
     ``gr.unroll(cell, params, x, time_major=not module.batch_first)``; the final carry of
     layer ``l`` holds PyTorch's ``h_n[l]`` (and ``c_n[l]``). The LSTM's cell is made with
     ``forget_bias=0`` so that its config matches PyTorch's; the imported biases carry over.
+    An LSTM with ``proj_size=P`` becomes ``gr.lstm(H, proj_size=P)`` with ``w_hr =
+    weight_hr.T``.
 
     Raises:
         TypeError: for a module of another type.
-        ValueError: for an LSTM with ``proj_size > 0`` (no projection in gatedrnn's LSTM).
     """
     name = type(module).__name__
     if name not in _TORCH_KINDS:
         raise TypeError(f"module must be torch.nn.RNN, LSTM or GRU; got {name}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"proj_size must be 0 (LSTM projections are not supported); got "
-                         f"{module.proj_size}")
     hidden = module.hidden_size
+    proj = getattr(module, "proj_size", 0) or None
     if name == "LSTM":
-        cell = lstm(hidden, forget_bias=0.0)
+        cell = lstm(hidden, forget_bias=0.0, proj_size=proj)
     elif name == "GRU":
         cell = gru(hidden, reset_after=True)
     else:
@@ -66,6 +65,8 @@ def from_torch(module) -> tuple[Any, Any]:
         else:
             b_ih = b_hh = np.zeros(w_ih.shape[0], w_ih.dtype)
         params = {"w_x": w_ih.T, "w_h": w_hh.T}
+        if proj is not None:
+            params["w_hr"] = _numpy(getattr(module, f"weight_hr_l{layer}{suffix}")).T
         if name == "GRU":
             params["b"] = b_ih + np.concatenate([b_hh[: 2 * hidden], np.zeros_like(b_hh[:hidden])])
             params["b_hn"] = b_hh[2 * hidden :]
@@ -134,7 +135,8 @@ def to_torch(cell, params, *, batch_first: bool = True):
     bidir = len(directions[0]) == 2
     for i, dirs in enumerate(directions):
         for c, _ in dirs:
-            if _torch_cell_kind(c) != kind or c.hidden_size != base.hidden_size:
+            if (_torch_cell_kind(c) != kind or c.hidden_size != base.hidden_size
+                    or c.output_size != base.output_size):
                 raise ValueError(f"layer {i}: torch.nn needs one cell kind and hidden size in all "
                                  f"layers; got {c.kind} H={c.hidden_size} after {kind} "
                                  f"H={base.hidden_size}")
@@ -149,6 +151,8 @@ def to_torch(cell, params, *, batch_first: bool = True):
     )
     if kind == "RNN":
         kwargs["nonlinearity"] = base.config["activation"]
+    if kind == "LSTM" and base.config["proj_size"]:
+        kwargs["proj_size"] = base.config["proj_size"]
     module = getattr(torch.nn, kind)(**kwargs).to(dtype)
     hidden = base.hidden_size
     with torch.no_grad():
@@ -159,6 +163,8 @@ def to_torch(cell, params, *, batch_first: bool = True):
                     b_hh[2 * hidden :] = np.asarray(p["b_hn"])
                 values = {"weight_ih": np.asarray(p["w_x"]).T, "weight_hh": np.asarray(p["w_h"]).T,
                           "bias_ih": np.asarray(p["b"]), "bias_hh": b_hh}
+                if "proj_size" in kwargs:
+                    values["weight_hr"] = np.asarray(p["w_hr"]).T
                 for attr, value in values.items():
                     target = getattr(module, f"{attr}_l{layer}{suffix}")
                     target.copy_(torch.tensor(np.array(value), dtype=dtype))
@@ -238,7 +244,8 @@ def to_flax(cell: Cell, params: dict, *, optimized: bool = False):
     def blocks(matrix, names):
         return dict(zip(names, jnp.split(jnp.asarray(matrix), len(names), axis=-1)))
 
-    if cell.kind == "lstm" and not cell.config["peepholes"] and not cell.config["coupled"]:
+    if (cell.kind == "lstm" and not cell.config["peepholes"] and not cell.config["coupled"]
+            and not cell.config["proj_size"]):
         w_x, w_h = blocks(params["w_x"], _FLAX_LSTM_GATES), blocks(params["w_h"], _FLAX_LSTM_GATES)
         b = blocks(params["b"], _FLAX_LSTM_GATES)
         tree = {f"i{n}": {"kernel": w_x[n]} for n in _FLAX_LSTM_GATES}
@@ -259,7 +266,8 @@ def to_flax(cell: Cell, params: dict, *, optimized: bool = False):
                 "h": {"kernel": jnp.asarray(params["w_h"])}}
         return nn.SimpleCell(features=hidden, activation_fn=fn), {"params": tree}
     raise ValueError(f"cell kind {cell.kind!r} with config {dict(cell.config)} has no Flax linen "
-                     "equivalent (LSTMs without peepholes or coupling, reset-after GRUs, RNNs)")
+                     "equivalent (LSTMs without peepholes, coupling or projection, reset-after "
+                     "GRUs, RNNs)")
 
 
 __all__ = ["from_flax", "from_torch", "to_flax", "to_torch"]

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from gatedrnn.cells import Carry, Cell, Params
+from gatedrnn.cells import Carry, Params
 
 MERGES = {
     "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
@@ -24,10 +24,14 @@ MERGES = {
 }
 
 
+METHODS = ("sequential", "associative")
+
+
 class _Options(NamedTuple):
     unroll: int | bool
     remat: bool
     hoist_projection: bool
+    method: str
 
 
 class BidirectionalCarry(NamedTuple):
@@ -46,10 +50,19 @@ def _is_zero(rate: Any) -> bool:
     return isinstance(rate, (int, float)) and rate == 0
 
 
+def _sublayer(i: int, run, *args, **kwargs):
+    """Runs a sublayer, naming it in any error it raises about its input."""
+    try:
+        return run(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"layer {i}: {error}") from error
+
+
 class Stack(NamedTuple):
     """Layers run one after another over the whole sequence; made by :func:`stack`.
 
-    ``params`` and carries are tuples with one entry per layer.
+    ``params`` and carries are tuples with one entry per layer. A sequence layer
+    (:class:`gatedrnn.cells.SequenceLayer`): :func:`gatedrnn.unroll` calls :meth:`run`.
     """
 
     layers: tuple
@@ -66,7 +79,20 @@ class Stack(NamedTuple):
     def output_size(self) -> int:
         return self.layers[-1].output_size
 
-    def input_size(self, params: tuple) -> int:
+    @property
+    def config(self) -> dict:
+        """The arguments of :func:`stack` that made this value."""
+        return {"layers": self.layers, "dropout": self.dropout, "residual": self.residual}
+
+    def rebuild(self, **changes) -> Stack:
+        """``stack(**{**config, **changes})``."""
+        return stack(**{**self.config, **changes})
+
+    def map_layers(self, fn) -> Stack:
+        """The same stack with ``fn(layer)`` in place of every layer."""
+        return self.rebuild(layers=tuple(fn(layer) for layer in self.layers))
+
+    def input_size(self, params: tuple) -> int | None:
         return self.layers[0].input_size(params[0])
 
     def init(self, key: PRNGKeyArray, input_size: int) -> tuple:
@@ -79,7 +105,7 @@ class Stack(NamedTuple):
 
     def initial_carry(self, batch_shape=(), *, params=None, key=None, dtype=None) -> tuple:
         """Tuple of each layer's ``initial_carry`` (``params``/``key`` passed per layer)."""
-        keys = [None] * len(self.layers) if key is None else jax.random.split(key, len(self.layers))
+        keys = self._keys(key)
         return tuple(
             layer.initial_carry(
                 batch_shape, params=None if params is None else params[i], key=keys[i],
@@ -88,19 +114,61 @@ class Stack(NamedTuple):
             for i, layer in enumerate(self.layers)
         )
 
-    def step(self, params: tuple, carry: tuple, x_t: ArrayLike) -> tuple[tuple, Array]:
-        """One time step through every layer (no dropout: stepping takes no key).
+    def _keys(self, key) -> list:
+        """Layer ``i`` draws from ``keys[i]``, the dropout after it from ``keys[n + i]``."""
+        n = len(self.layers)
+        return [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
 
-        Only for stacks of cells: a bidirectional layer needs the whole sequence.
+    def _drop(self, i: int, ys: Array, keys: list) -> Array:
+        if i == 0 or keys[i] is None or _is_zero(self.dropout):
+            return ys
+        keep = 1.0 - self.dropout
+        mask = jax.random.bernoulli(keys[len(self.layers) + i], keep, ys.shape)
+        return ys * mask / keep
+
+    def step(self, params: tuple, carry: tuple, x_t: ArrayLike, *, key=None
+             ) -> tuple[tuple, Array]:
+        """One time step through every layer; with ``key``, dropout between layers (a fresh
+        mask for this step, as :func:`unroll` draws one per step).
+
+        Only for stacks of stepwise layers: a bidirectional layer needs the whole sequence.
         """
         new, y = [], jnp.asarray(x_t)
+        keys = self._keys(key)
         for i, layer in enumerate(self.layers):
             if not hasattr(layer, "step"):
-                raise TypeError(f"layer {i} ({layer.kind}) has no step: it needs the sequence")
-            c, out = layer.step(params[i], carry[i], y)
+                raise TypeError(f"layer {i} ({getattr(layer, 'kind', type(layer).__name__)}) "
+                                "has no step: it needs the whole sequence")
+            inputs = self._drop(i, y, keys)
+            c, out = layer.step(params[i], carry[i], inputs)
             y = out + y if self.residual and i > 0 else out
             new.append(c)
         return tuple(new), y
+
+    def output(self, carry: tuple) -> Array:
+        """The stack's output from its carry: the last layer's (with ``residual``, the sum of
+        every layer's, as the residual connections add them up). Stepwise layers only."""
+        outs = [layer.output(c) for layer, c in zip(self.layers, carry)]
+        return sum(outs[1:], outs[0]) if self.residual else outs[-1]
+
+    def run(self, params, xs, carry, *, lengths, reverse, resets, key, options):
+        """Every layer over time-major ``xs [T, *B, I]`` in turn (see :func:`stack`)."""
+        n = len(self.layers)
+        if carry is not None and (not isinstance(carry, tuple) or len(carry) != n):
+            raise ValueError(
+                f"carry must be a tuple of {n} layer carries; got {_describe(carry)}"
+            )
+        carries = carry if carry is not None else (None,) * n
+        keys = self._keys(key)
+        finals, ys = [], xs
+        for i, sub in enumerate(self.layers):
+            inputs = self._drop(i, ys, keys)
+            c, out = _sublayer(i, unroll, sub, params[i], inputs, carries[i], lengths=lengths,
+                               reverse=reverse, resets=resets, key=keys[i], time_major=True,
+                               **options)
+            ys = out + ys if self.residual and i > 0 else out
+            finals.append(c)
+        return tuple(finals), ys
 
 
 class Bidirectional(NamedTuple):
@@ -123,7 +191,20 @@ class Bidirectional(NamedTuple):
 
     hidden_size = output_size
 
-    def input_size(self, params: dict) -> int:
+    @property
+    def config(self) -> dict:
+        """The arguments of :func:`bidirectional` that made this value."""
+        return {"fwd": self.fwd, "bwd": self.bwd, "merge": self.merge}
+
+    def rebuild(self, **changes) -> Bidirectional:
+        """``bidirectional(**{**config, **changes})``."""
+        return bidirectional(**{**self.config, **changes})
+
+    def map_layers(self, fn) -> Bidirectional:
+        """The same pair with ``fn(fwd)`` and ``fn(bwd)``."""
+        return self.rebuild(fwd=fn(self.fwd), bwd=fn(self.bwd))
+
+    def input_size(self, params: dict) -> int | None:
         return self.fwd.input_size(params["fwd"])
 
     def init(self, key: PRNGKeyArray, input_size: int) -> dict:
@@ -139,6 +220,19 @@ class Bidirectional(NamedTuple):
             self.fwd.initial_carry(batch_shape, params=p["fwd"], key=k_fwd, dtype=dtype),
             self.bwd.initial_carry(batch_shape, params=p["bwd"], key=k_bwd, dtype=dtype),
         )
+
+    def run(self, params, xs, carry, *, lengths, reverse, resets, key, options):
+        """Both directions over time-major ``xs``; each resets at its own episode starts."""
+        carry = carry if carry is not None else BidirectionalCarry(None, None)
+        if not isinstance(carry, BidirectionalCarry):
+            raise ValueError(f"carry must be a BidirectionalCarry(fwd, bwd); got {type(carry)}")
+        k_fwd, k_bwd = (None, None) if key is None else jax.random.split(key)
+        common = dict(lengths=lengths, resets=resets, time_major=True, **options)
+        c_fwd, y_fwd = _sublayer(0, unroll, self.fwd, params["fwd"], xs, carry.fwd,
+                                 reverse=reverse, key=k_fwd, **common)
+        c_bwd, y_bwd = _sublayer(1, unroll, self.bwd, params["bwd"], xs, carry.bwd,
+                                 reverse=not reverse, key=k_bwd, **common)
+        return BidirectionalCarry(c_fwd, c_bwd), MERGES[self.merge](y_fwd, y_bwd)
 
 
 def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
@@ -156,9 +250,13 @@ def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
         dropout: rate in ``[0, 1)``; may be a traced scalar to sweep it.
         residual: add residual connections around layers after the first.
     """
+    if not isinstance(layers, (list, tuple)) or hasattr(layers, "init"):  # a cell is a tuple
+        raise TypeError(f"layers must be a list or tuple of layers; got {type(layers).__name__}")
     layers = tuple(layers)
     if not layers:
         raise ValueError("layers must hold at least one layer; got an empty sequence")
+    for i, layer in enumerate(layers):
+        check_layer(layer, f"layers[{i}]")
     _check_dropout(dropout, "dropout")
     if residual:
         for i in range(1, len(layers)):
@@ -183,7 +281,9 @@ def bidirectional(fwd, bwd, *, merge: str = "concat") -> Bidirectional:
         merge: ``"concat"`` (``[..., H_fwd + H_bwd]``, PyTorch's layout), ``"sum"``,
             ``"mean"`` or ``"mul"``.
     """
-    if merge not in MERGES:
+    check_layer(fwd, "fwd")
+    check_layer(bwd, "bwd")
+    if not isinstance(merge, str) or merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}; got {merge!r}")
     if merge != "concat" and fwd.output_size != bwd.output_size:
         raise ValueError(
@@ -222,87 +322,163 @@ def _check_carry(carry: Any, expected: Any, where: str) -> None:
         )
 
 
-def _scan_cell(cell: Cell, params, xs, carry, lengths, reverse, opts, key, where):
-    """Scans one cell over time-major ``xs [T, *B, I]``; see :func:`unroll` for semantics."""
+def _run_dtype(xs: Array, params) -> Any:
+    """The dtype a run computes in: promoted from the inputs and the params' float leaves."""
+    leaves = [leaf for leaf in jax.tree.leaves(params)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.result_type(xs.dtype, *leaves)
+
+
+def _where_tree(mask: Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(_expand(mask, n), n, o), new, old)
+
+
+def _episode_starts(resets: Array, lengths: Array | None, reverse: bool) -> Array:
+    """Where the carry entering step ``t`` is reset, in the order the steps are taken.
+
+    Forward, that is ``resets[t]``. Backward, an episode starting at ``s`` ends at the step
+    before the next start, which is where the reversed pass enters it: ``resets[t + 1]``.
+    Steps past a sequence's length never reset (its carry stays frozen there).
+    """
+    t = jnp.arange(resets.shape[0]).reshape((-1,) + (1,) * (resets.ndim - 1))
+    if reverse:
+        resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+        if lengths is not None:
+            resets = reverse_valid(resets & (t + 1 < lengths), lengths)
+    elif lengths is not None:
+        resets = resets & (t < lengths)
+    return resets
+
+
+def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
+    """Runs a stepwise layer over time-major ``xs [T, *B, I]``; see :func:`unroll`."""
     batch_shape = xs.shape[1:-1]
-    dtype = cell.config.get("dtype") or jnp.result_type(xs.dtype, params["w_x"].dtype)
-    expected = jax.eval_shape(
-        lambda: cell.initial_carry(batch_shape, params=params, key=key, dtype=dtype)
-    )
+    dtype = _run_dtype(xs, params)
+
+    def start():
+        return cell.initial_carry(batch_shape, params=params, key=key, dtype=dtype)
+
     if carry is None:
-        carry = cell.initial_carry(batch_shape, params=params, key=key, dtype=dtype)
+        carry = start()
     else:
-        _check_carry(carry, expected, where)
+        _check_carry(carry, jax.eval_shape(start), "carry")
+    if resets is not None:
+        resets = _episode_starts(resets, lengths, reverse)
+        carry_0 = start()
+    flip = reverse and lengths is None  # with lengths, only the valid prefix is reversed
     if reverse and lengths is not None:
         xs = reverse_valid(xs, lengths)
-    inputs = cell.project(params, xs) if opts.hoist_projection else xs
-    advance = cell.recur if opts.hoist_projection else cell.step
+    if opts.method == "associative":
+        carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets,
+                                      carry_0 if resets is not None else None, flip)
+    else:
+        inputs = cell.project(params, xs) if opts.hoist_projection else xs
+        advance = cell.recur if opts.hoist_projection else cell.step
 
-    def body(carry_tm1, inp):
-        x_t, t = inp
-        carry_t, y_t = advance(params, carry_tm1, x_t)
-        if lengths is not None:
-            valid = t < lengths
-            carry_t = jax.tree.map(
-                lambda new, old: jnp.where(_expand(valid, new), new, old), carry_t, carry_tm1
-            )
-            y_t = jnp.where(_expand(valid, y_t), y_t, jnp.zeros_like(y_t))
-        return carry_t, y_t
+        def body(carry_tm1, inp):
+            x_t, t, reset_t = inp
+            if reset_t is not None:
+                carry_tm1 = _where_tree(reset_t, carry_0, carry_tm1)
+            carry_t, y_t = advance(params, carry_tm1, x_t)
+            if lengths is not None:
+                valid = t < lengths
+                carry_t = _where_tree(valid, carry_t, carry_tm1)
+                y_t = jnp.where(_expand(valid, y_t), y_t, jnp.zeros_like(y_t))
+            return carry_t, y_t
 
-    if opts.remat:
-        body = jax.checkpoint(body)
-    carry, ys = jax.lax.scan(
-        body, carry, (inputs, jnp.arange(xs.shape[0])),
-        reverse=reverse and lengths is None, unroll=opts.unroll,
-    )
+        if opts.remat:
+            body = jax.checkpoint(body)
+        carry, ys = jax.lax.scan(body, carry, (inputs, jnp.arange(xs.shape[0]), resets),
+                                 reverse=flip, unroll=opts.unroll)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
 
 
-def _run(layer, params, xs, carry, lengths, reverse, opts, key, where="carry"):
-    """Runs any layer over time-major ``xs``: the recursion behind :func:`unroll`."""
-    expected_in = layer.input_size(params)
-    if xs.shape[-1] != expected_in:
+def _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip):
+    """A cell whose step is ``carry_t = a_t * carry_{t-1} + b_t`` as a parallel prefix scan.
+
+    ``a_t`` and ``b_t`` are read off ``recur`` itself, as the value and the forward-mode
+    derivative at a zero carry (exact for an affine map). The pairs combine as
+    ``(a, b) ∘ (a', b') = (a' a, a' b + b')`` with ``jax.lax.associative_scan``: ``O(log T)``
+    depth and no division, so it is stable at any length. A frozen step (past ``lengths``) is
+    ``(1, 0)``; a reset step is ``(0, a_t * carry_0 + b_t)``.
+    """
+    if not getattr(cell, "linear", False):
         raise ValueError(
-            f"the inputs of {where.replace('carry', 'layer')} have {xs.shape[-1]} features but "
-            f"its params expect input_size={expected_in}"
+            f"method='associative' needs a cell whose new carry is linear in the old one "
+            f"(made with gr.make_cell(..., linear=True), as gr.min_gru, gr.min_lstm and "
+            f"gr.lru are); cell {getattr(cell, 'kind', type(cell).__name__)!r} is not: use "
+            "method='sequential'"
         )
-    if isinstance(layer, Cell):
-        return _scan_cell(layer, params, xs, carry, lengths, reverse, opts, key, where)
-    if isinstance(layer, Bidirectional):
-        carry = carry if carry is not None else BidirectionalCarry(None, None)
-        if not isinstance(carry, BidirectionalCarry):
-            raise ValueError(f"{where} must be a BidirectionalCarry(fwd, bwd); got {type(carry)}")
-        k_fwd, k_bwd = (None, None) if key is None else jax.random.split(key)
-        c_fwd, y_fwd = _run(
-            layer.fwd, params["fwd"], xs, carry.fwd, lengths, reverse, opts, k_fwd, where + ".fwd"
-        )
-        c_bwd, y_bwd = _run(
-            layer.bwd, params["bwd"], xs, carry.bwd, lengths, not reverse, opts, k_bwd,
-            where + ".bwd",
-        )
-        return BidirectionalCarry(c_fwd, c_bwd), MERGES[layer.merge](y_fwd, y_bwd)
-    if isinstance(layer, Stack):
-        n = len(layer.layers)
-        if carry is not None and (not isinstance(carry, tuple) or len(carry) != n):
-            raise ValueError(
-                f"{where} must be a tuple of {n} layer carries; got {_describe(carry)}"
-            )
-        carries = carry if carry is not None else (None,) * n
-        keys = [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
-        finals, ys = [], xs
-        for i, sub in enumerate(layer.layers):
-            inputs = ys
-            if i > 0 and key is not None and not _is_zero(layer.dropout):
-                keep = 1.0 - layer.dropout
-                inputs = inputs * jax.random.bernoulli(keys[n + i], keep, inputs.shape) / keep
-            c, out = _run(sub, params[i], inputs, carries[i], lengths, reverse, opts, keys[i],
-                          f"{where}[{i}]")
-            ys = out + ys if layer.residual and i > 0 else out
-            finals.append(c)
-        return tuple(finals), ys
-    raise TypeError(f"cell must be a Cell, Stack or Bidirectional; got {type(layer).__name__}")
+    us = cell.project(params, xs)
+    zeros = jax.tree.map(jnp.zeros_like, carry)
+    ones = jax.tree.map(jnp.ones_like, carry)
+
+    def coefficients(u_t):
+        b_t, a_t = jax.jvp(lambda c: cell.recur(params, c, u_t)[0], (zeros,), (ones,))
+        return a_t, b_t
+
+    a, b = jax.vmap(coefficients)(us)
+    steps = jnp.arange(xs.shape[0])
+    if lengths is not None:
+        valid = (steps.reshape((-1,) + (1,) * lengths.ndim) < lengths)
+        a = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 1), a)
+        b = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 0), b)
+    if resets is not None:
+        b = jax.tree.map(lambda a_t, b_t, c0: jnp.where(_expand(resets, b_t), a_t * c0 + b_t,
+                                                        b_t), a, b, carry_0)
+        a = jax.tree.map(lambda v: jnp.where(_expand(resets, v), 0, v), a)
+    if flip:
+        a, b = jax.tree.map(lambda v: v[::-1], (a, b))
+    # The given carry enters as a first element (0, carry), so the prefixes are the carries.
+    a = jax.tree.map(lambda v, c: jnp.concatenate([jnp.zeros_like(c)[None], v]), a, carry)
+    b = jax.tree.map(lambda v, c: jnp.concatenate([c[None], v]), b, carry)
+
+    def combine(first, second):
+        (a_1, b_1), (a_2, b_2) = first, second
+        return (jax.tree.map(jnp.multiply, a_2, a_1),
+                jax.tree.map(lambda a2, b1, b2: a2 * b1 + b2, a_2, b_1, b_2))
+
+    _, carries = jax.lax.associative_scan(combine, (a, b))
+    carries = jax.tree.map(lambda v: v[1:], carries)
+    ys = jax.vmap(cell.output)(carries)
+    final = jax.tree.map(lambda v, c: v[-1] if v.shape[0] else c, carries, carry)
+    if flip:
+        ys = ys[::-1]
+    if lengths is not None:
+        ys = jnp.where(_expand(valid, ys), ys, jnp.zeros_like(ys))
+    return final, ys
+
+
+def _run(layer, params, xs, carry, lengths, reverse, resets, opts, key):
+    """Runs any layer over time-major ``xs``: a stepwise layer (a cell) is scanned here; a
+    sequence layer runs itself through its ``run`` method."""
+    if hasattr(layer, "recur") and hasattr(layer, "project"):
+        return _scan_cell(layer, params, xs, carry, lengths, reverse, resets, opts, key)
+    if hasattr(layer, "run"):
+        return layer.run(params, xs, carry, lengths=lengths, reverse=reverse, resets=resets,
+                         key=key, options={k: v for k, v in opts._asdict().items()})
+    check_layer(layer, "layer")  # raises: neither kind
+    raise AssertionError("unreachable")
+
+
+_COMMON = ("init", "initial_carry", "input_size", "output_size")
+
+
+def check_layer(layer: Any, name: str = "layer") -> None:
+    """Raises a TypeError naming what ``layer`` lacks unless it follows the layer protocol
+    (:class:`gatedrnn.cells.StepLayer` or :class:`gatedrnn.cells.SequenceLayer`)."""
+    missing = [a for a in _COMMON if not hasattr(layer, a)]
+    stepwise = hasattr(layer, "project") and hasattr(layer, "recur")
+    if missing or not (stepwise or hasattr(layer, "run")):
+        what = missing + ([] if stepwise or hasattr(layer, "run") else
+                          ["project and recur (a cell) or run (a sequence layer)"])
+        hint = " (a factory: call it, e.g. gr.lstm(64))" if callable(layer) and not hasattr(
+            layer, "init") else ""
+        raise TypeError(f"{name} must be a layer (a cell from gr.make_cell or gr.lstm, a "
+                        f"gr.stack, a gr.bidirectional, or an object of the same protocol); "
+                        f"got {type(layer).__name__}{hint}, which lacks {', '.join(what)}")
 
 
 def unroll(
@@ -313,36 +489,54 @@ def unroll(
     *,
     lengths: Int[ArrayLike, "*B"] | None = None,
     reverse: bool = False,
+    resets: Bool[ArrayLike, "*B T"] | None = None,
     time_major: bool = False,
     unroll: int | bool = 1,
     remat: bool = False,
     key: PRNGKeyArray | None = None,
     hoist_projection: bool = True,
+    method: str = "sequential",
 ) -> tuple[Carry, Float[Array, "*B T H"]]:
-    """Runs a cell (or a stack or bidirectional layer) over a sequence.
+    """Runs a layer (a cell, a stack, a bidirectional pair, any object of the layer protocol)
+    over a sequence.
 
     For a cell it equals the Python loop::
 
         for t in range(T):                     # t = T-1, ..., 0 when reverse=True
+            if resets[..., t]:                 # (forward; see resets below)
+                carry = cell.initial_carry(batch_shape, params=params, key=key)
             carry, ys[..., t, :] = cell.step(params, carry, xs[..., t, :])
 
     run with ``jax.lax.scan``. With ``hoist_projection=True`` (the default) the input half
     ``cell.project`` is applied to all steps in one matmul before the scan and only
     ``cell.recur`` runs inside it; ``False`` calls ``cell.step`` inside the scan. Both give
     the same results; which is faster depends on backend and shape (see benchmarks/).
+    ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
+    ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
+    (``jax.lax.associative_scan``): the same results within float32 rounding.
 
     With ``lengths``, sequence ``b`` stops after ``lengths[b]`` steps: its carry is frozen
     there (and returned as its final carry), its outputs past the length are zero, and with
     ``reverse=True`` only its valid prefix is reversed, so ``ys`` stays aligned with ``xs``.
 
+    With ``resets`` (``done`` flags of RL and streaming code), an episode starts at every
+    step ``t`` where ``resets[..., t]`` is true: the carry entering it is replaced by the
+    layer's initial carry (a learned carry, or the sequence's recurrent-dropout mask, stays
+    as it was drawn). Each episode's outputs equal a separate run over it. Stacks reset every
+    layer; a backward direction resets where its own episodes start, i.e. at the last step
+    before each forward start.
+
     Args:
-        cell: a :class:`~gatedrnn.cells.Cell`, a :func:`stack` or a :func:`bidirectional`.
+        cell: a layer: a cell, a :func:`stack`, a :func:`bidirectional` pair, or a user's
+            object of the protocol in :mod:`gatedrnn.cells` (``StepLayer`` or
+            ``SequenceLayer``).
         params: the layer's params, as its ``init`` made them.
         xs: inputs ``[*B, T, I]`` (any number of batch dims, including none), or
             ``[T, *B, I]`` with ``time_major=True``.
         carry: the initial carry; ``None`` means ``cell.initial_carry(batch_shape)``.
         lengths: integer ``[*B]`` valid lengths in ``[0, T]``.
         reverse: process the sequence from its end.
+        resets: boolean ``[*B, T]`` (``[T, *B]`` with ``time_major``) episode starts.
         time_major: ``xs`` and ``ys`` have time first.
         unroll: ``lax.scan``'s loop unrolling factor.
         remat: wrap the scan body in ``jax.checkpoint`` (recompute in the backward pass
@@ -350,6 +544,8 @@ def unroll(
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
         hoist_projection: compute the input projection outside the scan.
+        method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
+            cells linear in their carry; any other cell is refused).
 
     Returns:
         ``(final_carry, ys)`` with ``ys [*B, T, H_out]`` (``[T, *B, H_out]`` if time-major).
@@ -360,10 +556,11 @@ def unroll(
         raise ValueError(f"xs must have shape {layout}; got shape {xs.shape}")
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
-    if not isinstance(cell, (Cell, Stack, Bidirectional)):
-        raise TypeError(f"cell must be a Cell, Stack or Bidirectional; got {type(cell).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    check_layer(cell, "cell")
     expected_in = cell.input_size(params)
-    if xs.shape[-1] != expected_in:
+    if expected_in is not None and xs.shape[-1] != expected_in:
         raise ValueError(
             f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were initialised "
             f"for input_size={expected_in}; pass inputs with {expected_in} features or init "
@@ -373,9 +570,24 @@ def unroll(
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, num_steps)
-    opts = _Options(unroll, remat, hoist_projection)
-    carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, opts, key)
+    if resets is not None:
+        resets = _check_resets(resets, batch_shape, num_steps, time_major)
+    opts = _Options(unroll, remat, hoist_projection, method)
+    carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
+
+
+def _check_resets(resets: ArrayLike, batch_shape: tuple, num_steps: int,
+                  time_major: bool) -> Array:
+    resets = jnp.asarray(resets)
+    layout = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets must be a boolean array (True where an episode starts); got "
+                        f"dtype {resets.dtype}")
+    if resets.shape != layout:
+        raise ValueError(f"resets must have the shape {layout} of xs without its feature axis; "
+                         f"got {resets.shape}")
+    return resets if time_major else jnp.moveaxis(resets, -1, 0)
 
 
 def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Array:
@@ -397,6 +609,6 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 
 __all__ = [
-    "Bidirectional", "BidirectionalCarry", "MERGES", "Stack", "bidirectional", "reverse_valid",
-    "stack", "unroll",
+    "Bidirectional", "BidirectionalCarry", "MERGES", "METHODS", "Stack", "bidirectional",
+    "check_layer", "reverse_valid", "stack", "unroll",
 ]

@@ -1,4 +1,6 @@
-"""Cell wrappers: each takes a cell and returns a cell, so they compose with everything else."""
+"""Cell wrappers: each takes a layer and returns one of the same kind, so they compose with
+everything else. A wrapped cell is built with :func:`gatedrnn.make_cell` from the protocol
+methods of the cell it wraps; a stack or bidirectional pair has every cell in it wrapped."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from gatedrnn.cells import Cell
-from gatedrnn.unroll import _check_dropout
+from gatedrnn.cells import cell_factory, make_cell
+from gatedrnn.unroll import _check_dropout, check_layer
 
 
 class DropoutCarry(NamedTuple):
@@ -19,84 +21,108 @@ class DropoutCarry(NamedTuple):
     mask: Array
 
 
-def recurrent_dropout(cell: Cell, rate: Any) -> Cell:
+def _kind(layer: Any) -> str:
+    return getattr(layer, "kind", type(layer).__name__)
+
+
+def _for_every_cell(layer: Any, wrap) -> Any | None:
+    """``layer.map_layers(wrap)`` for a composite layer; ``None`` for a cell."""
+    check_layer(layer, "cell")
+    if hasattr(layer, "recur"):
+        return None
+    if not hasattr(layer, "map_layers"):
+        raise TypeError(f"cell: a sequence layer ({type(layer).__name__}) can be wrapped only "
+                        "if it has map_layers(fn), as gr.stack and gr.bidirectional have")
+    return layer.map_layers(wrap)
+
+
+@cell_factory
+def recurrent_dropout(cell: Any, rate: Any) -> Any:
     """Variational recurrent dropout (Gal & Ghahramani 2016) on a cell's hidden state.
 
-    One mask ``m [*B, H]`` per sequence, drawn when the carry is made and reused at every
-    step, multiplies ``h_{t-1}`` where it enters the recurrent matmul (``(h_{t-1} ⊙ m) @ w_h``;
-    the GRU's ``z ⊙ h_{t-1}`` and the LSTM's cell state are not masked). Masks are inverted:
-    kept units are scaled by ``1 / (1 - rate)``.
+    One mask ``m [*B, output_size]`` per sequence, drawn when the carry is made and reused at
+    every step, multiplies ``h_{t-1}`` where it enters the recurrent matmul (``(h_{t-1} ⊙ m) @
+    w_h``; the GRU's ``z ⊙ h_{t-1}`` and the LSTM's cell state are not masked). Masks are
+    inverted: kept units are scaled by ``1 / (1 - rate)``. The mask reaches the cell's
+    ``core`` as ``h_mask`` (see :func:`gatedrnn.make_cell` for cores that take none).
 
     The mask lives in the carry, :class:`DropoutCarry` ``(carry, mask)``: pass a key to
     :func:`gatedrnn.unroll` (or to ``initial_carry``) to draw one; without a key the mask is
-    all ones and the cell equals the one it wraps.
+    all ones and the cell equals the one it wraps. A stack or bidirectional pair gets every
+    cell in it wrapped, each with its own mask.
 
     Args:
-        cell: the cell to wrap.
+        cell: the layer to wrap (a cell, or a stack or bidirectional pair of them).
         rate: drop probability in ``[0, 1)``; may be a traced scalar, to sweep it.
     """
     _check_dropout(rate, "rate")
+    composite = _for_every_cell(cell, lambda layer: recurrent_dropout(layer, rate))
+    if composite is not None:
+        return composite
 
-    def initial_carry(batch_shape=(), *, params=None, key=None, dtype=None):
+    def initial_carry(batch_shape, *, params, key, dtype):
         inner = cell.initial_carry(batch_shape, params=params, dtype=dtype)
-        dt = jax.tree.leaves(inner)[0].dtype
-        shape = (*tuple(batch_shape), cell.hidden_size)
+        dt = jax.eval_shape(cell.output, inner).dtype
+        shape = (*batch_shape, cell.output_size)
         if key is None:
             return DropoutCarry(inner, jnp.ones(shape, dt))
         keep = 1.0 - rate
         mask = jax.random.bernoulli(key, keep, shape).astype(dt) / jnp.asarray(keep, dt)
         return DropoutCarry(inner, mask.astype(dt))
 
-    def recur(params, carry, u_t, h_mask=None):
+    def core(params, carry, u_t, h_mask=None):
         mask = carry.mask if h_mask is None else carry.mask * h_mask
         inner, h_t = cell.recur(params, carry.carry, u_t, h_mask=mask)
-        return DropoutCarry(inner, carry.mask), h_t
+        gates = cell.gates(params, carry.carry, u_t) if hasattr(cell, "gates") else {}
+        return DropoutCarry(inner, carry.mask), h_t, gates
 
-    def step(params, carry, x_t):
-        return recur(params, carry, cell.project(params, x_t))
-
-    def gates(params, carry, u_t):
-        return cell.gates(params, carry.carry, u_t)
-
-    def output(carry):
-        return cell.output(carry.carry)
-
-    return cell._replace(
-        initial_carry=initial_carry, recur=recur, step=step, gates=gates, output=output,
-        kind=f"recurrent_dropout({cell.kind})", config={"cell": cell, "rate": rate},
-    )
+    return make_cell(cell.init, core, hidden_size=cell.hidden_size,
+                     kind=f"recurrent_dropout({_kind(cell)})", project=cell.project,
+                     initial_carry=initial_carry, output=lambda carry: cell.output(carry.carry),
+                     input_size=cell.input_size, output_size=cell.output_size)
 
 
-def learned_initial_carry(cell: Cell) -> Cell:
+@cell_factory
+def learned_initial_carry(cell: Any) -> Any:
     """Makes the initial carry a trainable parameter.
 
-    ``init`` adds ``params["carry_0"]``, shaped like ``cell.initial_carry(())`` (an ``[H]``
-    array, or an :class:`~gatedrnn.cells.LSTMCarry` of two) and initialised to zeros;
-    ``initial_carry(batch_shape, params=params)`` broadcasts it over the batch.
+    The params become ``{"cell": cell's params, "carry_0": c_0}`` with ``c_0`` shaped like
+    ``cell.initial_carry(())`` (an ``[H]`` array, or an :class:`~gatedrnn.cells.LSTMCarry` of
+    two) and initialised to zeros; ``initial_carry(batch_shape, params=params)`` broadcasts
+    it over the batch. A stack or bidirectional pair gets every cell in it wrapped.
     """
+    composite = _for_every_cell(cell, learned_initial_carry)
+    if composite is not None:
+        return composite
 
     def init(key, input_size):
-        params = dict(cell.init(key, input_size))
-        params["carry_0"] = cell.initial_carry(())
-        return params
+        params = cell.init(key, input_size)
+        return {"cell": params, "carry_0": cell.initial_carry((), params=params)}
 
-    def initial_carry(batch_shape=(), *, params=None, key=None, dtype=None):
+    def initial_carry(batch_shape, *, params, key, dtype):
         del key
-        if params is None or "carry_0" not in params:
+        if params is None or not isinstance(params, dict) or "carry_0" not in params:
             raise ValueError(
                 "this cell's initial carry is learned: pass params=params (with 'carry_0') "
                 "to initial_carry"
             )
-        shape = tuple(batch_shape)
         return jax.tree.map(
-            lambda c0: jnp.broadcast_to(c0.astype(dtype or c0.dtype), shape + c0.shape),
+            lambda c0: jnp.broadcast_to(c0.astype(dtype), batch_shape + c0.shape),
             params["carry_0"],
         )
 
-    return cell._replace(
-        init=init, initial_carry=initial_carry,
-        kind=f"learned_initial_carry({cell.kind})", config={"cell": cell},
-    )
+    def core(params, carry, u_t, h_mask=None):
+        inner = params["cell"]
+        new, h_t = cell.recur(inner, carry, u_t, h_mask=h_mask)
+        gates = cell.gates(inner, carry, u_t) if hasattr(cell, "gates") else {}
+        return new, h_t, gates
+
+    return make_cell(init, core, hidden_size=cell.hidden_size,
+                     kind=f"learned_initial_carry({_kind(cell)})",
+                     project=lambda params, x: cell.project(params["cell"], x),
+                     initial_carry=initial_carry, output=cell.output,
+                     input_size=lambda params: cell.input_size(params["cell"]),
+                     output_size=cell.output_size, linear=getattr(cell, "linear", False))
 
 
 __all__ = ["DropoutCarry", "learned_initial_carry", "recurrent_dropout"]

@@ -47,6 +47,8 @@ CONFIGS = [
     ("LSTM", dict()),
     ("LSTM", dict(num_layers=2, bidirectional=True)),
     ("LSTM", dict(num_layers=3, batch_first=True)),
+    ("LSTM", dict(proj_size=2)),
+    ("LSTM", dict(proj_size=3, num_layers=2, bidirectional=True, batch_first=True)),
     ("GRU", dict()),
     ("GRU", dict(bidirectional=True, batch_first=True)),
     ("GRU", dict(num_layers=2, bidirectional=True, bias=False)),
@@ -119,9 +121,29 @@ def test_lstm_padded_sequences_match_torch_packed_sequences():
     np.testing.assert_allclose(c, c_n.detach().numpy(), atol=PARITY_TOL)
 
 
+def test_projected_lstm_matches_the_docstring_and_exports_its_projection():
+    cell = gr.lstm(H, proj_size=2)
+    params = cell.init(jax.random.key(0), I)
+    assert params["w_h"].shape == (2, 4 * H) and params["w_hr"].shape == (H, 2)
+    carry = cell.initial_carry((B,), dtype=jnp.float64)
+    assert carry.h.shape == (B, 2) and carry.c.shape == (B, H)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(B, I)))
+    new, h_t = cell.step(params, carry, x)
+    plain = gr.lstm(H)  # the projection applies to the plain LSTM's output, nothing else
+    p_plain = {k: v for k, v in params.items() if k != "w_hr"}
+    p_plain["w_h"] = jnp.zeros((H, 4 * H)).at[:2].set(params["w_h"])
+    c_plain = gr.LSTMCarry(jnp.zeros((B, H)), carry.c)
+    h_plain = plain.step(p_plain, c_plain, x)[1]
+    np.testing.assert_allclose(h_t, h_plain @ params["w_hr"], atol=1e-6)
+    module = gr.interop.to_torch(cell, params)
+    assert module.proj_size == 2
+    np.testing.assert_allclose(module.weight_hr_l0.detach().numpy(), np.asarray(params["w_hr"]).T)
+
+
 def test_unsupported_conversions_are_rejected():
-    with pytest.raises(ValueError, match="proj_size must be 0"):
-        gr.interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
+    with pytest.raises(ValueError, match="no Flax linen equivalent"):
+        gr.interop.to_flax(gr.lstm(H, proj_size=2), gr.lstm(H, proj_size=2).init(
+            jax.random.key(0), I))
     with pytest.raises(TypeError, match="module must be torch.nn.RNN, LSTM or GRU"):
         gr.interop.from_torch(torch.nn.Linear(I, H))
     cell = gr.lstm(H, peepholes=True)

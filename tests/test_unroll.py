@@ -196,7 +196,8 @@ def test_learned_initial_carry_is_a_trainable_parameter():
     assert isinstance(params["carry_0"], gr.LSTMCarry)
     _, ys = gr.unroll(cell, params, xs)
     start = jax.tree.map(lambda v: jnp.broadcast_to(v, (2, H)), params["carry_0"])
-    np.testing.assert_allclose(ys, gr.unroll(CELLS["lstm"], params, xs, start)[1], atol=LOOP_TOL)
+    np.testing.assert_allclose(ys, gr.unroll(CELLS["lstm"], params["cell"], xs, start)[1],
+                               atol=LOOP_TOL)
     grads = jax.grad(lambda p: gr.unroll(cell, p, xs)[1].sum())(params)
     assert np.abs(np.asarray(grads["carry_0"].c)).sum() > 0
     with pytest.raises(ValueError, match="initial carry is learned"):
@@ -285,7 +286,7 @@ def test_wrong_stack_carry_names_the_layer():
     net = gr.stack([gr.gru(H), gr.gru(H)])
     params, xs = _case(net, (3,))
     good = net.initial_carry((3,))
-    with pytest.raises(ValueError, match=r"carry\[1\] must match"):
+    with pytest.raises(ValueError, match=r"layer 1: carry must match"):
         gr.unroll(net, params, xs, (good[0], jnp.zeros((3, 2))))
 
 
@@ -311,5 +312,13 @@ def test_bad_compositions_are_rejected():
         gr.stack([gr.gru(H), gr.gru(H + 1)], residual=True)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.0"):
         gr.stack([gr.gru(H)], dropout=1.0)
-    with pytest.raises(TypeError, match="cell must be a Cell, Stack or Bidirectional"):
+    with pytest.raises(TypeError, match="cell must be a layer .*got str, which lacks init"):
         gr.unroll("lstm", {}, jnp.zeros((2, 3, 4)))
+    with pytest.raises(TypeError, match=r"layers\[1\] must be a layer .*got NoneType"):
+        gr.stack([gr.gru(H), None])
+    with pytest.raises(TypeError, match="layers must be a list or tuple of layers; got Cell"):
+        gr.stack(gr.gru(H))
+    with pytest.raises(TypeError, match=r"bwd must be a layer .*a factory: call it"):
+        gr.bidirectional(gr.gru(H), gr.gru)
+    with pytest.raises(ValueError, match=r"merge must be one of .*got \['concat'\]"):
+        gr.bidirectional(gr.gru(H), gr.gru(H), merge=["concat"])
