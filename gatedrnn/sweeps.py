@@ -12,13 +12,14 @@ so an interrupted sweep resumes from its last finished chunk. Finished sweeps le
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,13 +27,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gatedrnn import cells as _cells
-from gatedrnn.cells import Cell
-from gatedrnn.tasks import Task
 from gatedrnn.train import Config, _validate, make_trainer
 
 CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
-CELL_AXES = ("forget_bias", "update_bias", "recurrent_scale")
 INTERVAL = (2.5, 97.5)
 
 
@@ -63,31 +60,81 @@ def grid_points(grid: dict[str, Sequence]) -> dict[str, np.ndarray]:
     return {name: np.asarray([p[i] for p in points], np.float32) for i, name in enumerate(grid)}
 
 
+def _name(layer: Any) -> str:
+    return getattr(layer, "kind", type(layer).__name__)
+
+
+def get_option(layer: Any, path: str) -> Any:
+    """The value of the option at ``path`` of a layer: ``"forget_bias"`` (an option of the
+    layer's factory, from ``layer.config``), ``"layers.0.forget_bias"`` (layer 0 of a stack),
+    ``"fwd.cell.rate"`` (a wrapper's option in a bidirectional pair)."""
+    head, _, rest = path.partition(".")
+    config = getattr(layer, "config", None)
+    if not isinstance(config, Mapping) or head not in config:
+        options = sorted(config) if isinstance(config, Mapping) else []
+        raise ValueError(f"{_name(layer)} has no option {head!r} (in {path!r}); its options: "
+                         f"{options}")
+    value = config[head]
+    if not rest:
+        return value
+    if isinstance(value, (tuple, list)) and not hasattr(value, "init"):
+        index, _, rest = rest.partition(".")
+        if not index.isdigit() or int(index) >= len(value) or not rest:
+            raise ValueError(f"{path!r}: {head} holds {len(value)} layers; name one and its "
+                             f"option, e.g. {head}.0.forget_bias")
+        return get_option(value[int(index)], rest)
+    return get_option(value, rest)
+
+
+def set_option(layer: Any, path: str, value: Any) -> Any:
+    """The layer rebuilt with the option at ``path`` (see :func:`get_option`) set to
+    ``value``, which may be traced; every layer on the path is rebuilt with ``rebuild``."""
+    get_option(layer, path)  # names a missing option before anything is rebuilt
+    head, _, rest = path.partition(".")
+    if not rest:
+        return layer.rebuild(**{head: value})
+    child = layer.config[head]
+    if isinstance(child, (tuple, list)) and not hasattr(child, "init"):
+        index, _, rest = rest.partition(".")
+        items = list(child)
+        items[int(index)] = set_option(items[int(index)], rest, value)
+        return layer.rebuild(**{head: type(child)(items)})
+    return layer.rebuild(**{head: set_option(child, rest, value)})
+
+
 def configure(config: Config, point: dict) -> Config:
     """``config`` with one grid point's values: Config fields (``learning_rate``,
-    ``clip_norm``, ``weight_decay``, ``dropout``) are replaced; cell options (``forget_bias``,
-    ``update_bias``, ``recurrent_scale``) rebuild the cell with its other options unchanged.
+    ``clip_norm``, ``weight_decay``, ``dropout``) are replaced; any other name is an option
+    path of ``config.cell`` (:func:`set_option`), rebuilt with its other options unchanged.
     Values may be traced, so a grid vmaps."""
-    cell_options = {k: v for k, v in point.items() if k in CELL_AXES}
-    fields = {k: v for k, v in point.items() if k not in CELL_AXES}
-    if cell_options:
-        factory = getattr(_cells, config.cell.kind)
-        fields["cell"] = factory(config.cell.hidden_size, **{**config.cell.config, **cell_options})
+    fields = {k: v for k, v in point.items() if k in CONFIG_AXES}
+    cell = config.cell
+    for path, value in point.items():
+        if path not in CONFIG_AXES:
+            cell = set_option(cell, path, value)
+    if cell is not config.cell:
+        fields["cell"] = cell
     return dataclasses.replace(config, **fields)
 
 
 def _check_grid(config: Config, grid: dict) -> None:
     for name, values in grid.items():
-        if name in CELL_AXES:
-            if not (isinstance(config.cell, Cell) and name in config.cell.config
-                    and config.cell.kind in ("rnn", "lstm", "gru")):
-                kind = getattr(config.cell, "kind", type(config.cell).__name__)
-                raise ValueError(f"grid axis {name!r} is an option of the cell factory, but "
-                                 f"config.cell ({kind}) has no such option")
-        elif name not in CONFIG_AXES:
-            raise ValueError(f"grid axis {name!r} cannot be vmapped; axes that can: "
-                             f"{CONFIG_AXES + CELL_AXES}. Other settings change shapes or "
-                             "the program: run one sweep per value")
+        if name not in CONFIG_AXES:
+            if config.cell is None:
+                raise ValueError(f"grid axis {name!r} is not one of {CONFIG_AXES}, so it names "
+                                 "an option of config.cell, but the config has a model")
+            try:
+                current = get_option(config.cell, name)
+            except ValueError as error:
+                raise ValueError(f"grid axis {name!r} is neither one of {CONFIG_AXES} nor an "
+                                 f"option of config.cell: {error}. Other settings change "
+                                 "shapes or the program: run one sweep per value") from None
+            if isinstance(current, bool) or not isinstance(current, (float, np.floating)):
+                raise ValueError(f"grid axis {name!r}: the cell's option is {current!r}; only "
+                                 "options whose value is a float can be swept (others may "
+                                 "change shapes or the program: run one sweep per value)")
+        if isinstance(values, np.ndarray) and values.ndim == 1:
+            values = values.tolist()
         if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence)
                 or len(values) == 0):
             raise ValueError(f"grid axis {name!r} must be a non-empty list of numbers; got "
@@ -100,11 +147,10 @@ def _check_grid(config: Config, grid: dict) -> None:
 
 def _describe(value: Any) -> Any:
     """A JSON description of a config value, equal across processes for equal configs."""
-    if isinstance(value, Cell):
-        return {"kind": value.kind, "hidden_size": value.hidden_size,
-                **{k: _describe(v) for k, v in value.config.items()}}
-    if isinstance(value, Task):
-        return value.name
+    if hasattr(value, "sample") and hasattr(value, "name") and hasattr(value, "loss"):
+        return value.name  # a task: its functions are in the program's fingerprint
+    if isinstance(getattr(value, "config", None), Mapping) and hasattr(value, "init"):
+        return {"kind": _name(value), **{k: _describe(v) for k, v in value.config.items()}}
     if hasattr(value, "_fields"):
         return {type(value).__name__: {k: _describe(getattr(value, k)) for k in value._fields}}
     if isinstance(value, (tuple, list)):
@@ -115,8 +161,25 @@ def _describe(value: Any) -> Any:
 
 
 def describe_config(config: Config) -> dict:
-    """The config as JSON (a sweep's identity: resuming checks it is unchanged)."""
+    """The config as JSON (part of a sweep's identity: resuming checks it is unchanged)."""
     return {f.name: _describe(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def fingerprint(config: Config, grid_names: Sequence[str], chunk_evals: int) -> str:
+    """A hash of the whole training program one run of the sweep executes: the StableHLO
+    text of ``init`` followed by one chunk of ``chunk_evals`` evaluation intervals, lowered
+    for one run with the grid's values as arguments. Any change to what the program computes
+    (a cell's, task's, model's or loss's functions, a constant, the JAX version's lowering)
+    changes it; source locations and object addresses do not enter it."""
+    def one(point, key_data):
+        trainer = make_trainer(configure(config, point))
+        state, initial = trainer.init(jax.random.wrap_key_data(key_data))
+        return trainer.run(state, chunk_evals), initial
+
+    scalar = jax.ShapeDtypeStruct((), np.float32)
+    key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+    text = jax.jit(one).lower({name: scalar for name in grid_names}, key_data).as_text()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def summarize(metrics: dict, solved: np.ndarray | None = None) -> dict:
@@ -185,7 +248,14 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
             Each chunk ends with a progress update, a write of the metrics so far and a
             checkpoint.
         progress: show a progress bar (process 0 only).
-        **grid: axis name -> list of values; see ``CONFIG_AXES`` and ``CELL_AXES``.
+        **grid: axis name -> list of values: a field in ``CONFIG_AXES``, or the path of a
+            float option of ``config.cell`` (``forget_bias``; ``layers.0.forget_bias`` in a
+            stack; see :func:`get_option`), which rebuilds the cell with a traced value.
+
+    A sweep's record in ``out_dir`` names the config, seeds, grid, key, chunking and a
+    :func:`fingerprint` of the training program, with the library and JAX versions; a
+    different sweep (the same names with other functions included) is refused, never
+    answered with the stored results.
 
     Returns:
         A :class:`SweepResult`. A run whose loss, gradient or update became non-finite is
@@ -212,7 +282,10 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     seed_keys = np.asarray(jax.random.key_data(jax.random.split(key, seeds)))
     identity = {"config": describe_config(config), "seeds": seeds,
                 "grid": {k: list(map(float, v)) for k, v in grid.items()},
-                "key": seed_keys.tolist(), "chunk_evals": chunk}
+                "key": seed_keys.tolist(), "chunk_evals": chunk,
+                "versions": {"gatedrnn": _version(), "jax": jax.__version__}}
+    if out_dir is not None:
+        identity["program"] = fingerprint(config, list(grid), chunk)
 
     devices = jax.devices()
     padded = -(-runs // len(devices)) * len(devices)
@@ -286,14 +359,29 @@ def _progress_bar(total: int, done: int, show: bool, label: str):
     return tqdm(total=total, initial=done, desc=f"sweep {label}", unit="step", file=sys.stderr)
 
 
+def _version() -> str:
+    from gatedrnn import __version__
+    return __version__
+
+
 def _load_record(out: Path | None, identity: dict) -> dict | None:
     if out is None or not (out / "sweep.json").exists():
         return None
     record = json.loads((out / "sweep.json").read_text())
-    if {k: record.get(k) for k in identity} != json.loads(json.dumps(identity)):
-        raise ValueError(f"{out} holds a different sweep (config, seeds, grid, key or "
-                         "chunk_evals differ); choose another out_dir or delete it")
-    return record
+    wanted = json.loads(json.dumps(identity))
+    differ = [k for k in wanted if record.get(k) != wanted[k]]
+    if not differ:
+        return record
+    if "config" in differ:
+        fields = sorted(k for k in wanted["config"]
+                        if (record.get("config") or {}).get(k) != wanted["config"][k])
+        differ[differ.index("config")] = f"config ({', '.join(fields)})"
+    if "program" in differ:
+        differ[differ.index("program")] = (
+            "program (the training program computes something else: a cell's, task's, "
+            "model's or loss's functions changed, or the JAX version lowers it differently)")
+    raise ValueError(f"{out} holds a different sweep; what differs: {'; '.join(differ)}. "
+                     "Choose another out_dir, or delete this one to discard its results")
 
 
 def _checkpointer():
@@ -395,5 +483,6 @@ def load(out_dir: str | os.PathLike) -> dict:
     return json.loads((Path(out_dir) / "sweep.json").read_text())
 
 
-__all__ = ["CELL_AXES", "CONFIG_AXES", "SweepResult", "configure", "describe_config",
-           "grid_points", "load", "load_params", "summarize", "sweep"]
+__all__ = ["CONFIG_AXES", "SweepResult", "configure", "describe_config", "fingerprint",
+           "get_option", "grid_points", "load", "load_params", "set_option", "summarize",
+           "sweep"]

@@ -19,14 +19,35 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gatedrnn.cells import Cell
 from gatedrnn.diagnostics import gradient_norms, tree_norm
-from gatedrnn.models import SequenceModel, sequence_model
-from gatedrnn.tasks import Task
-from gatedrnn.unroll import _check_dropout
+from gatedrnn.models import sequence_model
+from gatedrnn.unroll import _check_dropout, _is_zero, check_layer
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
+
+
+class Batch(NamedTuple):
+    """One batch of a task: ``xs [B, T, I]``, ``targets`` and optional ``lengths [B]``."""
+
+    xs: Any
+    targets: Any
+    lengths: Any = None
+
+
+def _as_batch(sampled: Any, where: str) -> Batch:
+    if not isinstance(sampled, tuple) or len(sampled) not in (2, 3):
+        raise TypeError(f"{where} must be (xs, targets) or (xs, targets, lengths); got "
+                        f"{type(sampled).__name__}")
+    return Batch(*sampled)
+
+
+def default_eval_every(steps: int) -> int:
+    """The divisor of ``steps`` nearest ``steps // 10`` (the smaller on a tie): about ten
+    evaluations, and always a whole number of chunks."""
+    target = max(1, steps // 10)
+    return min((d for d in range(1, steps + 1) if steps % d == 0),
+               key=lambda d: (abs(d - target), d))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +55,20 @@ class Config:
     """Everything a training run needs.
 
     Attributes:
-        cell: the recurrent layer (a cell, stack or bidirectional layer).
-        task: a :class:`gatedrnn.tasks.Task`.
+        cell: the recurrent layer (a cell, stack, bidirectional or user layer), wrapped in
+            :func:`gatedrnn.models.sequence_model`; or ``None`` with ``model``.
+        task: a :class:`gatedrnn.tasks.Task`, or any object with its fields (``sample`` may
+            return ``(xs, targets, lengths)``; ``lengths`` then reaches the model).
         steps: optimiser steps; a multiple of ``eval_every``.
         batch_size: training batch size.
-        optimizer: ``"adam"`` (AdamW when ``weight_decay > 0``), ``"rmsprop"`` or ``"sgd"``.
-        learning_rate: the peak rate, a scalar (may be traced, to vmap over it), or an optax
-            schedule ``step -> rate`` (then ``schedule`` must be ``"constant"`` and
-            ``warmup_steps`` 0).
+        optimizer: ``"adam"`` (AdamW when ``weight_decay > 0``), ``"rmsprop"``, ``"sgd"``, or
+            any ``optax.GradientTransformation`` (``optax.lion(3e-4)``, a chain of your own).
+            A transformation holds its own learning rate, schedule and weight decay: then
+            ``learning_rate`` must stay ``None``, ``schedule`` ``"constant"``,
+            ``warmup_steps`` 0 and ``weight_decay`` 0; ``clip_norm`` still clips first.
+        learning_rate: the peak rate for a named optimiser (``None``: 1e-3), a scalar (may be
+            traced, to vmap over it), or an optax schedule ``step -> rate`` (then ``schedule``
+            must be ``"constant"`` and ``warmup_steps`` 0).
         schedule: ``"constant"``, ``"cosine"`` (half-cosine decay to 0 at ``steps``) or
             ``"linear"`` (linear decay to 0), after the warmup.
         warmup_steps: steps of linear warmup from ``learning_rate / warmup_steps``.
@@ -50,28 +77,46 @@ class Config:
         dropout: rate on the recurrent layer's outputs before the readout during training
             (see :class:`gatedrnn.models.SequenceModel`); may be traced.
         embed: width of a dense input layer before the recurrent layer, or ``None``.
-        eval_every: steps between evaluations (each records one entry of every metric).
+        eval_every: steps between evaluations (each records one entry of every metric);
+            ``None``: :func:`default_eval_every` (about ten evaluations).
         eval_batch_size: size of the fixed evaluation batch of synthetic tasks (tasks with a
             held-out ``task.test`` evaluate on all of it).
         gradient_flow: also record ``log10 ||dL/d carry_t||`` on the evaluation batch at every
-            evaluation (``metrics["grad_flow_log10"] [E, T]``; cells only).
+            evaluation (``metrics["grad_flow_log10"] [E, T]``; with ``cell``, not ``model``).
+        model: instead of ``cell``, any object with ``init(key, input_size) -> params`` and
+            ``apply(params, xs, *, key, lengths) -> predictions`` (``key`` is ``None`` at
+            evaluation, where dropout is off); the task's loss and metrics read its
+            predictions.
+        loss_fn: ``loss_fn(params, model, batch, key) -> (loss, aux)`` replacing the task's
+            loss in training (a penalty on the params or the carry, a head of your own, an
+            autoregressive loss); ``batch`` is a :class:`Batch`, ``key`` the step's dropout
+            key, ``aux`` a dict of scalars recorded as ``metrics["train_<name>"]`` (means
+            over each evaluation interval). Evaluation still uses the task's metrics.
     """
 
-    cell: Any
-    task: Task
+    cell: Any = None
+    task: Any = None
     steps: int = 1000
     batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: Any = 1e-3
+    optimizer: Any = "adam"
+    learning_rate: Any = None
     schedule: str = "constant"
     warmup_steps: int = 0
     clip_norm: Any = 1.0
     weight_decay: Any = 0.0
     dropout: Any = 0.0
     embed: int | None = None
-    eval_every: int = 100
+    eval_every: int | None = None
     eval_batch_size: int = 512
     gradient_flow: bool = False
+    model: Any = None
+    loss_fn: Callable | None = None
+
+    def __post_init__(self):
+        steps = self.steps
+        if self.eval_every is None and isinstance(steps, int) and not isinstance(steps, bool) \
+                and steps >= 1:
+            object.__setattr__(self, "eval_every", default_eval_every(steps))
 
 
 class Result(NamedTuple):
@@ -81,14 +126,24 @@ class Result(NamedTuple):
     training-only entries.
 
     Metrics: ``"step"``, the task's metrics on the evaluation batch (``"loss"`` ...),
-    ``"train_loss"`` and ``"grad_norm"`` (means over the chunk), ``"first_nonfinite_step"``
-    (``-1`` while every loss, gradient and update has been finite; steps with a non-finite
-    one are skipped, never applied), and ``"grad_flow_log10"`` when asked.
+    ``"train_loss"`` and ``"grad_norm"`` (means over the chunk), ``"train_<name>"`` for each
+    entry of a custom ``loss_fn``'s aux, ``"first_nonfinite_step"`` (``-1`` while every loss,
+    gradient and update has been finite; steps with a non-finite one are skipped, never
+    applied), and ``"grad_flow_log10"`` when asked.
     """
 
     params: Any
     metrics: dict
     initial: dict
+
+
+TASK_FIELDS = ("name", "sample", "loss", "metrics", "input_size", "output_size", "readout",
+               "solved")
+
+
+def _is_transformation(optimizer: Any) -> bool:
+    return not isinstance(optimizer, str) and hasattr(optimizer, "init") and hasattr(
+        optimizer, "update")
 
 
 def _validate(config: Config) -> None:
@@ -99,9 +154,17 @@ def _validate(config: Config) -> None:
     if config.steps % config.eval_every:
         raise ValueError(f"config.steps ({config.steps}) must be a multiple of "
                          f"config.eval_every ({config.eval_every})")
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"config.optimizer must be one of {OPTIMIZERS}; got "
-                         f"{config.optimizer!r}")
+    if _is_transformation(config.optimizer):
+        fixed = {"learning_rate": None, "schedule": "constant", "warmup_steps": 0,
+                 "weight_decay": 0.0}
+        for name, value in fixed.items():
+            if getattr(config, name) != value:
+                raise ValueError(f"config.optimizer is an optax transformation, which holds its "
+                                 f"own learning rate, schedule and weight decay: leave "
+                                 f"config.{name} at {value!r}; got {getattr(config, name)!r}")
+    elif config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"config.optimizer must be one of {OPTIMIZERS} or an "
+                         f"optax.GradientTransformation; got {config.optimizer!r}")
     if config.schedule not in SCHEDULES:
         raise ValueError(f"config.schedule must be one of {SCHEDULES}; got {config.schedule!r}")
     if (not isinstance(config.warmup_steps, int) or config.warmup_steps < 0
@@ -112,12 +175,31 @@ def _validate(config: Config) -> None:
         raise ValueError("config.learning_rate is already a schedule; leave config.schedule "
                          "'constant' and config.warmup_steps 0")
     _check_dropout(config.dropout, "config.dropout")
-    if not isinstance(config.task, Task):
-        raise TypeError(f"config.task must be a gatedrnn.tasks.Task; got "
-                        f"{type(config.task).__name__}")
-    if config.gradient_flow and not isinstance(config.cell, Cell):
-        raise ValueError("config.gradient_flow needs a single cell (the diagnostic follows one "
-                         f"cell's carry); got a {type(config.cell).__name__}")
+    missing = [f for f in TASK_FIELDS if not hasattr(config.task, f)]
+    if missing:
+        raise TypeError(f"config.task must be a gatedrnn.tasks.Task or have its fields; got "
+                        f"{type(config.task).__name__}, which lacks {', '.join(missing)}")
+    if (config.cell is None) == (config.model is None):
+        given = "both" if config.cell is not None else "neither"
+        raise ValueError("give exactly one of config.cell (wrapped in a sequence model) and "
+                         f"config.model; got {given}")
+    if config.cell is not None:
+        check_layer(config.cell, "config.cell")
+    else:
+        for method in ("init", "apply"):
+            if not callable(getattr(config.model, method, None)):
+                raise TypeError(f"config.model must have init(key, input_size) and "
+                                f"apply(params, xs, *, key, lengths); got "
+                                f"{type(config.model).__name__} without {method}")
+        if config.embed is not None or not _is_zero(config.dropout):
+            raise ValueError("config.embed and config.dropout configure the sequence model "
+                             "around config.cell; a config.model brings its own")
+    if config.gradient_flow and config.model is not None:
+        raise ValueError("config.gradient_flow follows config.cell's carry: it needs "
+                         "config.cell, not config.model")
+    if config.loss_fn is not None and not callable(config.loss_fn):
+        raise TypeError(f"config.loss_fn must be a callable (params, model, batch, key) -> "
+                        f"(loss, aux); got {type(config.loss_fn).__name__}")
 
 
 def learning_rate_schedule(config: Config) -> Callable:
@@ -129,7 +211,8 @@ def learning_rate_schedule(config: Config) -> Callable:
     """
     if callable(config.learning_rate):
         return config.learning_rate
-    lr, warmup, steps = config.learning_rate, config.warmup_steps, config.steps
+    lr = 1e-3 if config.learning_rate is None else config.learning_rate
+    warmup, steps = config.warmup_steps, config.steps
 
     def rate(count):
         count = jnp.asarray(count, jnp.float32)
@@ -145,16 +228,25 @@ def learning_rate_schedule(config: Config) -> Callable:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Clipping (if any) followed by the configured optimiser and learning-rate schedule."""
+    """Clipping (if any) followed by the configured optimiser and learning-rate schedule (or
+    the given optax transformation)."""
+    if _is_transformation(config.optimizer):
+        base = config.optimizer
+    else:
+        base = _named_optimizer(config)
+    if config.clip_norm is None:
+        return base
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), base)
+
+
+def _named_optimizer(config: Config) -> optax.GradientTransformation:
     lr, wd = learning_rate_schedule(config), config.weight_decay
     if config.optimizer == "adam":
         base = optax.adamw(lr, weight_decay=wd)
     else:
         base = optax.chain(optax.add_decayed_weights(wd),
                            optax.rmsprop(lr) if config.optimizer == "rmsprop" else optax.sgd(lr))
-    if config.clip_norm is None:
-        return base
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), base)
+    return base
 
 
 class TrainState(NamedTuple):
@@ -185,7 +277,7 @@ class Trainer(NamedTuple):
     init: Callable
     run: Callable
     evaluate: Callable
-    model: SequenceModel
+    model: Any
 
 
 def _run_keys(key):
@@ -197,29 +289,47 @@ def make_trainer(config: Config) -> Trainer:
     """The pieces of a training run (see :class:`Trainer`); the config is checked here."""
     _validate(config)
     task = config.task
-    model = sequence_model(config.cell, task.output_size, readout=task.readout,
-                           embed=config.embed, dropout=config.dropout)
+    if config.model is None:
+        model = sequence_model(config.cell, task.output_size, readout=task.readout,
+                               embed=config.embed, dropout=config.dropout)
+    else:
+        model = config.model
     tx = make_optimizer(config)
+    loss_fn = config.loss_fn or _task_loss(task)
 
     def evaluate(params, key):
         k_eval = _run_keys(key)[2]
-        xs, targets = task.test if task.test is not None else task.sample(
-            k_eval, config.eval_batch_size)
-        metrics = task.metrics(model.apply(params, xs), targets)
+        test = getattr(task, "test", None)
+        batch = _as_batch(test if test is not None else task.sample(k_eval,
+                                                                     config.eval_batch_size),
+                          "task.test" if test is not None else "task.sample(key, batch_size)")
+        metrics = dict(task.metrics(model.apply(params, batch.xs, key=None,
+                                                lengths=batch.lengths), batch.targets))
         if config.gradient_flow:
-            def loss_fn(ys):
-                return task.loss(model.head(params, ys), targets)
+            def head_loss(ys):
+                return task.loss(model.head(params, ys, batch.lengths), batch.targets)
             metrics["grad_flow_log10"] = gradient_norms(
-                config.cell, params["rnn"], xs, loss_fn).log10
+                config.cell, params["rnn"], batch.xs, head_loss, lengths=batch.lengths).log10
         return metrics
+
+    def objective(params, batch, key):
+        out = loss_fn(params, model, batch, key)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+            raise TypeError(f"config.loss_fn must return (loss, aux) with aux a dict of "
+                            f"scalars; got {type(out).__name__}")
+        loss, aux = out
+        if jnp.shape(loss) != ():
+            raise ValueError(f"config.loss_fn's loss must be a scalar; got shape "
+                             f"{jnp.shape(loss)}")
+        return loss, aux
 
     def step(state, inp):
         params, opt_state, first_bad = state
         key, i = inp
         k_data, k_drop = jax.random.split(key)
-        xs, targets = task.sample(k_data, config.batch_size)
-        loss, grads = jax.value_and_grad(
-            lambda p: task.loss(model.apply(p, xs, key=k_drop), targets))(params)
+        batch = _as_batch(task.sample(k_data, config.batch_size),
+                          "task.sample(key, batch_size)")
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params, batch, k_drop)
         grad_norm = tree_norm(grads)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         # a finite gradient can still give a non-finite update (a NaN learning rate, an
@@ -230,7 +340,7 @@ def make_trainer(config: Config) -> Trainer:
         params = jax.tree.map(keep, new_params, params)
         opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         first_bad = jnp.where((first_bad < 0) & ~finite, i, first_bad)
-        return (params, opt_state, first_bad), (loss, grad_norm)
+        return (params, opt_state, first_bad), (loss, grad_norm, aux)
 
     def init(key):
         params = model.init(_run_keys(key)[0], task.input_size)
@@ -244,10 +354,11 @@ def make_trainer(config: Config) -> Trainer:
         def chunk(inner, c):
             idx = (c * config.eval_every + jnp.arange(config.eval_every)).astype(jnp.int32)
             keys = jax.random.split(jax.random.fold_in(k_train, c), config.eval_every)
-            inner, (losses, grad_norms) = jax.lax.scan(step, inner, (keys, idx))
+            inner, (losses, grad_norms, aux) = jax.lax.scan(step, inner, (keys, idx))
             metrics = evaluate(inner[0], state.key)
             metrics.update(step=(c + 1) * config.eval_every, train_loss=jnp.mean(losses),
                            grad_norm=jnp.mean(grad_norms), first_nonfinite_step=inner[2])
+            metrics.update({f"train_{name}": jnp.mean(v) for name, v in aux.items()})
             return inner, metrics
 
         inner = (state.params, state.opt_state, state.first_nonfinite_step)
@@ -257,6 +368,14 @@ def make_trainer(config: Config) -> Trainer:
                           first_bad), metrics
 
     return Trainer(init, run, evaluate, model)
+
+
+def _task_loss(task) -> Callable:
+    """The default ``loss_fn``: the task's loss of the model's predictions, no aux."""
+    def loss_fn(params, model, batch, key):
+        predictions = model.apply(params, batch.xs, key=key, lengths=batch.lengths)
+        return task.loss(predictions, batch.targets), {}
+    return loss_fn
 
 
 def make_train(config: Config):
@@ -277,5 +396,6 @@ def make_train(config: Config):
     return train
 
 
-__all__ = ["Config", "OPTIMIZERS", "Result", "SCHEDULES", "TrainState", "Trainer",
-           "learning_rate_schedule", "make_optimizer", "make_train", "make_trainer"]
+__all__ = ["Batch", "Config", "OPTIMIZERS", "Result", "SCHEDULES", "TASK_FIELDS", "TrainState",
+           "Trainer", "default_eval_every", "learning_rate_schedule", "make_optimizer",
+           "make_train", "make_trainer"]

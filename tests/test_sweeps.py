@@ -142,8 +142,10 @@ def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
 
 
 @pytest.mark.parametrize("grid, match", [
-    (dict(batch_size=[8, 16]), "grid axis 'batch_size' cannot be vmapped"),
-    (dict(update_bias=[1.0]), "grid axis 'update_bias' is an option of the cell factory"),
+    (dict(batch_size=[8, 16]), "grid axis 'batch_size' is neither one of .* nor an option"),
+    (dict(update_bias=[1.0]), "lstm has no option 'update_bias'"),
+    (dict(hidden_size=[8.0]), "grid axis 'hidden_size': the cell's option is 4; only"),
+    (dict(**{"layers.0.forget_bias": [1.0]}), "lstm has no option 'layers'"),
     (dict(learning_rate=[]), "must be a non-empty list of numbers"),
     (dict(dropout=[0.1, 1.5]), r"config.dropout must be in \[0, 1\); got 1.5"),
 ])

@@ -45,8 +45,8 @@ def test_task_sampling_is_a_pure_function_of_the_key():
 
 
 def _config(cell=None, **kw):
-    base = dict(cell=cell or gr.gru(8), task=gr.tasks.adding(10), steps=20, batch_size=16,
-                eval_every=10, eval_batch_size=64)
+    base = dict(cell=cell if "model" in kw else cell or gr.gru(8), task=gr.tasks.adding(10),
+                steps=20, batch_size=16, eval_every=10, eval_batch_size=64)
     return gr.train.Config(**{**base, **kw})
 
 
@@ -154,7 +154,11 @@ def test_nonfinite_steps_are_reported_and_skipped():
     (dict(steps=25), r"config.steps \(25\) must be a multiple of config.eval_every \(10\)"),
     (dict(optimizer="adagrad"), "config.optimizer must be one of"),
     (dict(batch_size=0), "config.batch_size must be a positive int"),
-    (dict(cell=gr.stack([gr.gru(4)]), gradient_flow=True), "gradient_flow needs a single cell"),
+    (dict(model=gr.models.sequence_model(gr.gru(4), 1), gradient_flow=True),
+     "gradient_flow follows config.cell's carry"),
+    (dict(model=gr.models.sequence_model(gr.gru(4), 1), cell=gr.gru(4)),
+     "exactly one of config.cell .* got both"),
+    (dict(optimizer="adagrad"), "config.optimizer must be one of"),
     (dict(schedule="exp"), "config.schedule must be one of"),
     (dict(warmup_steps=30), r"config.warmup_steps must be an int in \[0, config.steps=20\]"),
     (dict(dropout=1.5), r"config.dropout must be in \[0, 1\); got 1.5"),
