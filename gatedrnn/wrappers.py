@@ -89,11 +89,15 @@ def learned_initial_carry(cell: Any) -> Any:
     The params become ``{"cell": cell's params, "carry_0": c_0}`` with ``c_0`` shaped like
     ``cell.initial_carry(())`` (an ``[H]`` array, or an :class:`~gatedrnn.cells.LSTMCarry` of
     two) and initialised to zeros; ``initial_carry(batch_shape, params=params)`` broadcasts
-    it over the batch. A stack or bidirectional pair gets every cell in it wrapped.
+    it over the batch. A stack or bidirectional pair gets every cell in it wrapped; a
+    :func:`recurrent_dropout` cell gets its inner cell wrapped (masks are drawn, not learned).
     """
     composite = _for_every_cell(cell, learned_initial_carry)
     if composite is not None:
         return composite
+    if getattr(cell, "factory", None) is recurrent_dropout:
+        # the mask is drawn per sequence, never learned: the learned carry goes inside
+        return recurrent_dropout(learned_initial_carry(cell.config["cell"]), cell.config["rate"])
 
     def init(key, input_size):
         params = cell.init(key, input_size)
