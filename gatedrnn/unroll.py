@@ -344,7 +344,7 @@ def _episode_starts(resets: Array, lengths: Array | None, reverse: bool) -> Arra
     if reverse:
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
         if lengths is not None:
-            resets = reverse_valid(resets & (t + 1 < lengths), lengths)
+            resets = reverse_valid((resets & (t + 1 < lengths))[..., None], lengths)[..., 0]
     elif lengths is not None:
         resets = resets & (t < lengths)
     return resets

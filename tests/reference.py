@@ -51,3 +51,33 @@ def gru_step(p, h, x, reset_after=True):
     else:
         n = np.tanh(x @ blk(W_x, 2) + (r * h) @ blk(W_h, 2) + blk(b, 2))
     return (1.0 - z) * n + z * h
+
+
+def g(v):
+    """Feng et al. 2024's activation: v + 0.5 for v >= 0, else sigmoid(v)."""
+    return np.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def min_gru_step(p, h, x):
+    u = x @ p["w_x"] + p["b"]
+    H = h.shape[-1]
+    z = sigmoid(u[..., :H])
+    return (1.0 - z) * h + z * g(u[..., H:])
+
+
+def min_lstm_step(p, h, x):
+    u = x @ p["w_x"] + p["b"]
+    H = h.shape[-1]
+    f, i = sigmoid(u[..., :H]), sigmoid(u[..., H:2 * H])
+    return f / (f + i) * h + i / (f + i) * g(u[..., 2 * H:])
+
+
+def lru_step(p, s, x, complex_state=True):
+    """Orvieto et al. 2023: s_t = λ s_{t-1} + γ (B x_t); output [Re s, Im s] (s if real)."""
+    if complex_state:
+        lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+        b = p["b_re"] + 1j * p["b_im"]
+    else:
+        lam, b = np.exp(-np.exp(p["nu_log"])), p["b_re"]
+    s = lam * s + np.exp(p["gamma_log"]) * (x @ b)
+    return s, (np.concatenate([s.real, s.imag], -1) if complex_state else s)

@@ -163,5 +163,6 @@ def test_bad_recurrent_init_is_rejected():
 def test_step_rejects_wrong_feature_size_naming_both_sizes():
     cell = gr.lstm(H)
     params = cell.init(jax.random.key(0), I)
-    with pytest.raises(ValueError, match=r"last axis must be the 5 input features.*'w_x': \[5, 28\]"):
+    with pytest.raises(ValueError,
+                       match=r"last axis must be the 5 input features.*'w_x': \[5, 28\]"):
         cell.step(params, cell.initial_carry((2,)), jnp.zeros((2, 4)))

@@ -166,3 +166,43 @@ def test_cpu_deadlock_workaround_appends_its_flag_once_and_keeps_others(monkeypa
     gr.workarounds.avoid_cpu_deadlock()
     assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
                                                gr.workarounds.CPU_SCHEDULER_FLAG]
+
+
+def _refused_as_another_program(config, reference_dir):
+    with pytest.raises(ValueError, match=r"holds a different sweep; what differs: program"):
+        gr.sweep(config, seeds=sweep_worker.SEEDS, out_dir=reference_dir, chunk_evals=1,
+                 progress=False, **sweep_worker.GRID)
+
+
+def test_a_finished_sweep_is_not_returned_for_a_task_with_another_sampler(reference_dir,
+                                                                         reference):
+    config = sweep_worker.config()
+    task = config.task
+
+    def sample(key, batch_size):  # same name, other data: targets doubled
+        xs, targets = task.sample(key, batch_size)
+        return xs, 2.0 * targets
+
+    other = gr.train.Config(**{**config.__dict__, "task": task._replace(sample=sample)})
+    _refused_as_another_program(other, reference_dir)
+    # the same program is recognised and loaded, not rerun
+    again = gr.sweep(config, seeds=sweep_worker.SEEDS, out_dir=reference_dir, chunk_evals=1,
+                     progress=False, **sweep_worker.GRID)
+    np.testing.assert_array_equal(again.metrics["loss"], reference.metrics["loss"])
+
+
+def test_a_finished_sweep_is_not_returned_for_a_cell_with_other_equations(reference_dir,
+                                                                         reference):
+    config = sweep_worker.config()
+    real = config.cell
+
+    def core(params, h, u_t):  # same kind, size and options; another recurrence
+        h, _ = real.recur(params, h, u_t)
+        return 0.5 * h, 0.5 * h
+
+    fake = gr.make_cell(real.init, core, hidden_size=real.hidden_size, kind=real.kind,
+                        project=real.project, input_size=real.input_size, config=real.config)
+    assert gr.sweeps.describe_config(gr.train.Config(**{**config.__dict__, "cell": fake})) == \
+        gr.sweeps.describe_config(config)
+    _refused_as_another_program(gr.train.Config(**{**config.__dict__, "cell": fake}),
+                                reference_dir)

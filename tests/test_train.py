@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from helpers import load_script
 
@@ -190,3 +192,94 @@ def test_gradient_flow_experiment_at_toy_size_writes_results_and_resumes(tmp_pat
     capsys.readouterr()
     assert experiment.main(argv) == results
     assert capsys.readouterr().out.count("skipped") == 3
+
+
+def test_an_optax_transformation_is_an_optimizer():
+    named = jax.jit(gr.train.make_train(_config(optimizer="sgd", learning_rate=0.1,
+                                                clip_norm=None)))(jax.random.key(0))
+    given = jax.jit(gr.train.make_train(_config(optimizer=optax.sgd(0.1), clip_norm=None)))(
+        jax.random.key(0))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 given.params, named.params)
+    lion = jax.jit(gr.train.make_train(_config(optimizer=optax.lion(1e-3))))(jax.random.key(0))
+    assert np.isfinite(lion.metrics["loss"]).all()
+    with pytest.raises(ValueError, match="optax transformation, which holds its own learning "
+                                         "rate.*config.learning_rate at None; got 0.001"):
+        gr.train.make_train(_config(optimizer=optax.adam(1e-3), learning_rate=1e-3))
+
+
+def test_a_custom_loss_sees_params_model_batch_and_key_and_records_its_aux():
+    task = gr.tasks.adding(10)
+
+    def penalised(weight):
+        def loss_fn(params, model, batch, key):
+            carry, ys = gr.unroll(model.layer, params["rnn"], batch.xs, key=key)
+            penalty = jnp.mean(carry**2)
+            loss = task.loss(model.head(params, ys, key=key), batch.targets)
+            return loss + weight * penalty, {"carry_penalty": penalty}
+        return loss_fn
+
+    plain = jax.jit(gr.train.make_train(_config()))(jax.random.key(0))
+    zero = jax.jit(gr.train.make_train(_config(loss_fn=penalised(0.0))))(jax.random.key(0))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 zero.params, plain.params)
+    assert zero.metrics["train_carry_penalty"].shape == (2,)
+    heavy = jax.jit(gr.train.make_train(_config(loss_fn=penalised(100.0), steps=60,
+                                                learning_rate=1e-2)))(jax.random.key(0))
+    light = jax.jit(gr.train.make_train(_config(loss_fn=penalised(0.0), steps=60,
+                                                learning_rate=1e-2)))(jax.random.key(0))
+    assert heavy.metrics["train_carry_penalty"][-1] < 0.5 * light.metrics[
+        "train_carry_penalty"][-1]
+    with pytest.raises(TypeError, match=r"loss_fn must return \(loss, aux\)"):
+        jax.jit(gr.train.make_train(_config(
+            loss_fn=lambda p, m, b, k: task.loss(m.apply(p, b.xs), b.targets))))(
+            jax.random.key(0))
+
+
+class LastValue(NamedTuple):
+    """A task of the user's own (not gr.tasks.Task) with variable lengths: predict the last
+    valid value of each sequence."""
+
+    name: str = "last_value"
+    input_size: int = 1
+    output_size: int = 1
+    readout: str = "last"
+    seq_len: int = 8
+
+    def sample(self, key, batch_size):
+        k_x, k_n = jax.random.split(key)
+        xs = jax.random.uniform(k_x, (batch_size, self.seq_len, 1))
+        lengths = jax.random.randint(k_n, (batch_size,), 1, self.seq_len + 1)
+        targets = jnp.take_along_axis(xs[..., 0], (lengths - 1)[:, None], 1)
+        return xs, targets, lengths
+
+    def loss(self, predictions, targets):
+        return jnp.mean((predictions - targets) ** 2)
+
+    def metrics(self, predictions, targets):
+        return {"loss": self.loss(predictions, targets)}
+
+    def solved(self, metrics):
+        return metrics["loss"] < 0.01
+
+
+def test_lengths_from_a_task_of_the_users_own_reach_the_model():
+    config = _config(task=LastValue(), steps=300, eval_every=100, learning_rate=1e-2)
+    result = jax.jit(gr.train.make_train(config))(jax.random.key(0))
+    # the last valid value is visible only to a model that reads at the lengths:
+    # reading the last padded step would stay near the variance 1/12 of a uniform value
+    assert float(result.metrics["loss"][-1]) < 0.01
+
+
+def test_a_user_model_trains_like_the_built_in_one():
+    model = gr.models.sequence_model(gr.gru(8), 1)
+    built_in = jax.jit(gr.train.make_train(_config()))(jax.random.key(0))
+    user = jax.jit(gr.train.make_train(_config(model=model)))(jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, user.params, built_in.params)
+
+
+def test_eval_every_defaults_to_a_divisor_of_steps():
+    assert gr.train.Config(cell=gr.gru(4), task=gr.tasks.adding(5), steps=50).eval_every == 5
+    assert gr.train.Config(cell=gr.gru(4), task=gr.tasks.adding(5), steps=1000).eval_every == 100
+    assert gr.train.default_eval_every(97) == 1 and gr.train.default_eval_every(7) == 1
+    assert gr.train.default_eval_every(120) == 12

@@ -1,0 +1,204 @@
+"""Cells linear in their state (minGRU, minLSTM, LRU) and the associative scan; episode resets
+inside a sequence for cells, stacks and bidirectional pairs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import randomize, to_numpy
+from reference import lru_step, min_gru_step, min_lstm_step
+from test_unroll import assert_trees_close, python_loop
+from user_cells import indrnn
+
+import gatedrnn as gr
+
+EQ_TOL = 1e-12  # float64 against float64
+ASSOC_TOL = 1e-5  # float32: the parallel scan sums in another order than the sequential one
+I, H, T = 3, 4, 11
+
+LINEAR = {
+    "min_gru": gr.min_gru(H),
+    "min_lstm": gr.min_lstm(H),
+    "lru": gr.lru(H),
+    "lru_real": gr.lru(H, complex_state=False),
+    "learned_min_gru": gr.learned_initial_carry(gr.min_gru(H)),
+}
+
+
+def _case(cell, batch_shape=(4,), dtype=jnp.float64, seed=0, scale=0.5):
+    k_p, k_r, k_x = jax.random.split(jax.random.key(seed), 3)
+    params = cell.init(k_p, I)
+    if scale:
+        params = randomize(params, k_r, scale, dtype)
+    xs = jax.random.normal(k_x, (*batch_shape, T, I), dtype)
+    return params, xs
+
+
+def test_min_gru_min_lstm_and_lru_steps_match_numpy_equations():
+    rng = np.random.default_rng(0)
+    x, h = rng.normal(size=(2, I)), rng.normal(size=(2, H))
+    for cell, ref in [(gr.min_gru(H), min_gru_step), (gr.min_lstm(H), min_lstm_step)]:
+        params, _ = _case(cell)
+        np.testing.assert_allclose(cell.step(params, jnp.asarray(h), jnp.asarray(x))[1],
+                                   ref(to_numpy(params), h, x), atol=EQ_TOL)
+    for complex_state in (True, False):
+        cell = gr.lru(H, complex_state=complex_state)
+        params, _ = _case(cell)
+        s = h + 1j * rng.normal(size=(2, H)) if complex_state else h
+        new, y = cell.step(params, jnp.asarray(s), jnp.asarray(x))
+        s_ref, y_ref = lru_step(to_numpy(params), s, x, complex_state)
+        np.testing.assert_allclose(new, s_ref, atol=EQ_TOL)
+        np.testing.assert_allclose(y, y_ref, atol=EQ_TOL)
+
+
+def test_lru_eigenvalues_lie_on_the_initial_ring_and_lyapunov_exponents_are_their_logs():
+    cell = gr.lru(64, r_min=0.5, r_max=0.9)
+    params = cell.init(jax.random.key(0), I)
+    magnitude = np.exp(-np.exp(np.asarray(params["nu_log"], np.float64)))
+    assert 0.5 - 1e-6 <= magnitude.min() and magnitude.max() <= 0.9 + 1e-6
+    np.testing.assert_allclose(np.exp(params["gamma_log"]), np.sqrt(1 - magnitude**2),
+                               rtol=1e-5)
+    small = gr.lru(3)
+    p = small.init(jax.random.key(1), I)
+    xs = jax.random.normal(jax.random.key(2), (1, 20, I))
+    exponents = gr.diagnostics.lyapunov_exponents(small, p, xs)[0]
+    # each complex eigenvalue is a rotation-scaling of a plane: two equal exponents log|λ|
+    expected = np.sort(np.repeat(-np.exp(np.asarray(p["nu_log"], np.float64)), 2))[::-1]
+    np.testing.assert_allclose(exponents, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LINEAR)
+@pytest.mark.parametrize("kw", [
+    dict(), dict(reverse=True), dict(lengths=[T, 6, 1, 0]),
+    dict(lengths=[T, 6, 1, 0], reverse=True), dict(resets=True), dict(resets=True, reverse=True),
+    dict(resets=True, lengths=[T, 6, 1, 0], reverse=True),
+], ids=lambda kw: "-".join(kw) or "plain")
+def test_associative_scan_equals_the_sequential_scan_in_values_and_gradients(name, kw):
+    cell = LINEAR[name]
+    params, xs = _case(cell, dtype=jnp.float32)
+    kw = dict(kw)
+    if "lengths" in kw:
+        kw["lengths"] = jnp.asarray(kw["lengths"])
+    if kw.get("resets"):
+        kw["resets"] = jax.random.bernoulli(jax.random.key(5), 0.3, xs.shape[:-1])
+    carry = jax.tree.map(lambda v: v + 0.3, cell.initial_carry((4,), params=params,
+                                                               dtype=jnp.float32))
+
+    def run(p, method):
+        return gr.unroll(cell, p, xs, carry, method=method, **kw)
+
+    assert_trees_close(run(params, "associative"), run(params, "sequential"), ASSOC_TOL)
+    grad = jax.grad(lambda p, m: jnp.sum(jnp.sin(run(p, m)[1])))
+    assert_trees_close(grad(params, "associative"), grad(params, "sequential"), ASSOC_TOL)
+
+
+def test_associative_scan_is_stable_over_thousands_of_steps_in_float32():
+    cell = gr.min_gru(8)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (2, 4096, I))
+    # the product of 4096 forget factors (1 - z) underflows float32: a prefix-product form
+    # would divide by zero
+    seq = gr.unroll(cell, params, xs)[1]
+    par = gr.unroll(cell, params, xs, method="associative")[1]
+    assert np.isfinite(par).all()
+    np.testing.assert_allclose(par, seq, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", [gr.lstm(H), indrnn(H), gr.recurrent_dropout(gr.min_gru(H), 0.1)])
+def test_associative_scan_refuses_cells_that_are_not_linear(cell):
+    params, xs = _case(cell)
+    with pytest.raises(ValueError, match="method='associative' needs a cell whose new carry is "
+                                         "linear"):
+        gr.unroll(cell, params, xs, method="associative")
+    with pytest.raises(ValueError, match="method must be one of"):
+        gr.unroll(cell, params, xs, method="parallel")
+
+
+def _episodes(resets_b):
+    """[(start, end)] of each episode in one sequence (an episode also starts at 0)."""
+    starts = [0] + [t for t in range(1, len(resets_b)) if resets_b[t]]
+    return list(zip(starts, starts[1:] + [len(resets_b)]))
+
+
+def _per_episode(layer, params, xs, resets, reverse=False, lengths=None):
+    """Each episode of each sequence (cut at its length) run on its own from the layer's
+    initial carry; zeros past the length."""
+    ys = np.zeros((*xs.shape[:-1], layer.output_size))
+    for b in range(xs.shape[0]):
+        n = xs.shape[1] if lengths is None else int(lengths[b])
+        for start, end in _episodes(np.asarray(resets[b, :n])):
+            _, y = gr.unroll(layer, params, xs[b:b + 1, start:end], reverse=reverse)
+            ys[b, start:end] = y[0]
+    return ys
+
+
+RESET_LAYERS = {
+    "lstm": gr.lstm(H),
+    "learned_gru": gr.learned_initial_carry(gr.gru(H)),
+    "indrnn": indrnn(H),
+    "stack": gr.stack([gr.gru(H), gr.learned_initial_carry(gr.lstm(3))]),
+    "bidirectional": gr.bidirectional(gr.lstm(H), gr.learned_initial_carry(gr.gru(3))),
+}
+
+
+@pytest.mark.parametrize("name", RESET_LAYERS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, np.array([T, 4, 9, 0])])
+def test_resets_equal_running_each_episode_separately(name, reverse, lengths):
+    layer = RESET_LAYERS[name]
+    params, xs = _case(layer)
+    resets = np.zeros((4, T), bool)
+    resets[0, [3, 4, 9]] = resets[1, 0] = resets[1, 6] = resets[2, 5] = resets[3, 2] = True
+    _, ys = gr.unroll(layer, params, xs, resets=jnp.asarray(resets), reverse=reverse,
+                      lengths=lengths)
+    np.testing.assert_allclose(ys, _per_episode(layer, params, xs, resets, reverse, lengths),
+                               atol=EQ_TOL)
+    if name == "lstm":  # a reset at step 0 discards a given carry
+        carry = jax.tree.map(lambda v: v + 1.0, layer.initial_carry((4,), dtype=xs.dtype))
+        first = jnp.asarray(resets).at[:, 0].set(True)
+        assert_trees_close(gr.unroll(layer, params, xs, carry, resets=first),
+                           gr.unroll(layer, params, xs, resets=first))
+
+
+def test_resets_keep_the_sequences_dropout_mask_and_respect_lengths():
+    cell = gr.recurrent_dropout(gr.lstm(H), 0.5)
+    params, xs = _case(cell)
+    key = jax.random.key(4)
+    resets = jnp.zeros((4, T), bool).at[:, 5].set(True)
+    carry, ys = gr.unroll(cell, params, xs, resets=resets, key=key)
+    mask = cell.initial_carry((4,), key=key, dtype=xs.dtype).mask
+    np.testing.assert_array_equal(carry.mask, mask)
+    # the episode after the reset runs with the same mask, from the inner cell's zeros
+    fresh = gr.DropoutCarry(gr.lstm(H).initial_carry((4,), dtype=xs.dtype), mask)
+    _, tail = gr.unroll(cell, params, xs[:, 5:], fresh)
+    np.testing.assert_allclose(ys[:, 5:], tail, atol=EQ_TOL)
+    # resets past a sequence's length change nothing
+    lengths = jnp.array([T, 4, 5, 2])
+    late = jnp.zeros((4, T), bool).at[1, 6].set(True).at[3, 2].set(True)
+    assert_trees_close(gr.unroll(cell, params, xs, lengths=lengths, resets=late, key=key),
+                       gr.unroll(cell, params, xs, lengths=lengths, key=key))
+
+
+def test_bad_resets_are_rejected():
+    cell = gr.gru(H)
+    params, xs = _case(cell)
+    with pytest.raises(TypeError, match="resets must be a boolean array"):
+        gr.unroll(cell, params, xs, resets=jnp.zeros((4, T), jnp.int32))
+    with pytest.raises(ValueError, match=r"resets must have the shape \(4, 11\) of xs"):
+        gr.unroll(cell, params, xs, resets=jnp.zeros((T, 4), bool))
+
+
+def test_stack_step_with_a_key_applies_dropout_between_layers():
+    net = gr.stack([gr.gru(H), gr.gru(H)], dropout=0.5)
+    params, xs = _case(net)
+    carry = net.initial_carry((4,), dtype=xs.dtype)
+    x_t = xs[:, 0]
+    plain = net.step(params, carry, x_t)
+    assert_trees_close(plain, python_loop(net, params, xs[:, :1])[0:1] + (plain[1],))
+    key = jax.random.key(0)
+    dropped = net.step(params, carry, x_t, key=key)
+    c0, y0 = net.layers[0].step(params[0], carry[0], x_t)
+    keep = jax.random.bernoulli(jax.random.split(key, 4)[3], 0.5, y0.shape)
+    c1, y1 = net.layers[1].step(params[1], carry[1], y0 * keep / 0.5)
+    assert_trees_close(dropped, ((c0, c1), y1))
+    assert not np.allclose(dropped[1], plain[1])
