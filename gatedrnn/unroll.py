@@ -358,19 +358,18 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
     def start():
         return cell.initial_carry(batch_shape, params=params, key=key, dtype=dtype)
 
+    carry_0 = start() if carry is None or resets is not None else None
     if carry is None:
-        carry = start()
+        carry = carry_0
     else:
         _check_carry(carry, jax.eval_shape(start), "carry")
     if resets is not None:
         resets = _episode_starts(resets, lengths, reverse)
-        carry_0 = start()
     flip = reverse and lengths is None  # with lengths, only the valid prefix is reversed
     if reverse and lengths is not None:
         xs = reverse_valid(xs, lengths)
     if opts.method == "associative":
-        carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets,
-                                      carry_0 if resets is not None else None, flip)
+        carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
     else:
         inputs = cell.project(params, xs) if opts.hoist_projection else xs
         advance = cell.recur if opts.hoist_projection else cell.step

@@ -33,19 +33,6 @@ def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
                        python_loop(cell, params, xs, reverse=options.get("reverse", False)))
 
 
-@pytest.mark.parametrize("name", USER_CELLS)
-def test_user_cells_honour_lengths_like_per_sequence_runs(name):
-    cell = USER_CELLS[name]
-    params, xs = _case(cell)
-    lengths = np.array([T, 5, 1, 0])
-    carry, ys = gr.unroll(cell, params, xs, lengths=lengths, reverse=True)
-    for b, n in enumerate(lengths):
-        c_b, y_b = python_loop(cell, params, xs[b, :n], reverse=True)
-        assert_trees_close(jax.tree.map(lambda v, b=b: v[b], carry), c_b)
-        np.testing.assert_allclose(ys[b, :n], y_b, atol=LOOP_TOL)
-        np.testing.assert_array_equal(ys[b, n:], 0.0)
-
-
 def test_indrnn_step_matches_its_equation_in_numpy():
     cell = indrnn(H)
     params, xs = _case(cell)

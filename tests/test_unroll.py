@@ -6,6 +6,7 @@ import jax.test_util  # noqa: F401  (check_grads lives in a submodule)
 import numpy as np
 import pytest
 from helpers import randomize
+from user_cells import USER_CELLS
 
 import gatedrnn as gr
 
@@ -99,10 +100,10 @@ def test_vmap_over_params_equals_separate_runs():
         assert_trees_close(ys[s], gr.unroll(cell, p_s, xs)[1])
 
 
-@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("name", [*CELLS, *USER_CELLS])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lengths_match_per_sequence_runs(name, reverse):
-    cell = CELLS[name]
+    cell = {**CELLS, **USER_CELLS}[name]
     params, xs = _case(cell, (4,))
     lengths = np.array([T, 5, 1, 0])
     carry, ys = gr.unroll(cell, params, xs, lengths=lengths, reverse=reverse)
