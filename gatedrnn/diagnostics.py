@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
 from gatedrnn.cells import make_cell
-from gatedrnn.unroll import _check_lengths, check_layer, unroll
+from gatedrnn.unroll import _check_lengths, check_layer, check_params, input_size_of, unroll
 
 _LN10 = math.log(10.0)
 
@@ -98,7 +98,6 @@ def _cell_view(layer, params, xs, index):
         return _cell_view(layers[index], params[index], xs, None)
     if hasattr(layer, "recur") and hasattr(layer, "project"):
         return layer, params, xs
-    check_layer(layer, "cell")
     if not (hasattr(layer, "step") and hasattr(layer, "output")):
         raise TypeError(f"cell: diagnostics follow a carry step by step, and a "
                         f"{type(layer).__name__} needs the whole sequence; pass layer=i to "
@@ -123,10 +122,12 @@ def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [batch, time, features]; got shape {xs.shape}")
-    expected = cell.input_size(params) if hasattr(cell, "input_size") else None
+    check_layer(cell, "cell")
+    expected = input_size_of(cell, params)
     if expected is not None and xs.shape[-1] != expected:
         raise ValueError(f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were "
                          f"initialised for input_size={expected}")
+    check_params(cell, params, xs.shape[-1])
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     params = jax.tree.map(lambda v: jnp.asarray(v).astype(
         jnp.result_type(dtype, jnp.result_type(v))), params)

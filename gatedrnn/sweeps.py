@@ -284,7 +284,10 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
                 "grid": {k: list(map(float, v)) for k, v in grid.items()},
                 "key": seed_keys.tolist(), "chunk_evals": chunk,
                 "versions": {"gatedrnn": _version(), "jax": jax.__version__}}
-    if out_dir is not None:
+    out = None if out_dir is None else Path(out_dir).expanduser().absolute()
+    if out is not None:
+        # the directory is checked before the program is even traced
+        _check_out_dir(out, _read_record(out) if (out / "sweep.json").is_file() else None)
         identity["program"] = fingerprint(config, list(grid), chunk)
 
     devices = jax.devices()
@@ -315,10 +318,14 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     run = jax.jit(jax.vmap(run, in_axes=(0, 0, None)), static_argnums=2,
                   out_shardings=sharding)
 
-    out = None if out_dir is None else Path(out_dir).absolute()
     main = jax.process_index() == 0
     record = _load_record(out, identity)
-    if record is not None and record["evals_done"] == num_evals and (out / "params").exists():
+    if record is not None and record["evals_done"] == num_evals:
+        if not (out / "params").exists():
+            raise FileNotFoundError(
+                f"the sweep in {out} finished, but its params ({out / 'params'}) are gone; its "
+                "metrics are still in sweep.json (gr.sweeps.load). To train again, use "
+                "another out_dir")
         return _finish(config, record, points, seeds, out, None, num_points)
     state, initial = init(run_points, run_keys)
     if record is not None and record["evals_done"] > 0:
@@ -328,22 +335,22 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
                   f"of {config.steps}", file=sys.stderr)
     else:
         initial = _fetch(initial, runs)
-        record = {**identity, "evals_done": 0, "metrics": {}, "initial": _to_json(initial)}
+        record = {**identity, "evals_done": 0, "metrics": {}, "initial": _to_json(initial),
+                  "written": (record or {}).get("written", [])}
 
     bar = _progress_bar(config.steps, record["evals_done"] * config.eval_every,
                         progress and main, config.task.name)
     while record["evals_done"] < num_evals:
         state, metrics = run(run_points, state, chunk)
         metrics = _fetch(metrics, runs)
+        if out is not None:
+            saved = _checkpoint(out, state, record, record["evals_done"] + chunk)
         record["evals_done"] += chunk
         for name, values in _to_json(metrics).items():
             record["metrics"][name] = [a + b for a, b in
                                        zip(record["metrics"].get(name, [[]] * runs), values)]
         if out is not None:
-            _checkpoint(out, state, record["evals_done"])
-            if main:
-                _write_json(out / "sweep.json", record)
-                _prune(out, record["evals_done"])
+            _remove_written(out, record, keep=saved)  # writes the record first
         if bar is not None:
             bar.update(chunk * config.eval_every)
             bar.set_postfix(loss=f"{np.nanmean(metrics['loss'][:, -1]):.4g}")
@@ -364,10 +371,22 @@ def _version() -> str:
     return __version__
 
 
+def _read_record(out: Path) -> dict:
+    path = out / "sweep.json"
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not a readable sweep record ({error}): it is empty or truncated. The "
+            f"checkpoints in {out / 'state'} are intact, but the metrics so far are lost with "
+            "the record: move the directory aside (or delete it) and run the sweep again"
+        ) from None
+
+
 def _load_record(out: Path | None, identity: dict) -> dict | None:
     if out is None or not (out / "sweep.json").exists():
         return None
-    record = json.loads((out / "sweep.json").read_text())
+    record = _read_record(out)
     wanted = json.loads(json.dumps(identity))
     differ = [k for k in wanted if record.get(k) != wanted[k]]
     if not differ:
@@ -384,25 +403,77 @@ def _load_record(out: Path | None, identity: dict) -> dict | None:
                      "Choose another out_dir, or delete this one to discard its results")
 
 
+_OWN = ("params", "summary.json", "state")  # what a sweep may write besides sweep.json
+
+
+def _check_out_dir(out: Path, record: dict | None) -> None:
+    """Before anything compiles: ``out`` must be new, empty, or hold this sweep's record, and
+    every name a sweep writes that is already there must be one the record says it wrote.
+    Then a probe file shows that ``out`` is writable (only the probe is removed again)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file, not a directory")
+    if out.exists():
+        present = sorted(p.name for p in out.iterdir())
+        if record is None and present:
+            raise ValueError(
+                f"out_dir {out} holds {present[:10]}{' ...' if len(present) > 10 else ''} and "
+                "no record of a sweep (sweep.json); a sweep writes only into a new or empty "
+                "directory or one holding its own record, so nothing of yours is overwritten. "
+                "Choose another out_dir")
+        written = set((record or {}).get("written", []))
+        foreign = [n for n in ("params", "summary.json") if n in present and n not in written]
+        if foreign:
+            raise ValueError(f"out_dir {out} holds {foreign}, which its sweep record does not "
+                             "say the sweep wrote; move them away or choose another out_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".sweep-probe-{os.getpid()}-{jax.process_index()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"out_dir {out} is not writable ({error}); choose another out_dir") \
+            from None
+
+
+def _write_record(out: Path, record: dict) -> None:
+    if jax.process_index() == 0:
+        _write_json(out / "sweep.json", record)
+
+
 def _checkpointer():
     import orbax.checkpoint as ocp
     return ocp.StandardCheckpointer()
 
 
-def _checkpoint(out: Path, state, evals_done: int) -> None:
-    """Saves ``state`` as ``out/state/<evals_done>``. Older checkpoints are removed by
-    :func:`_prune` only after ``sweep.json`` names the new one, so a kill at any moment leaves
-    the checkpoint that the record names."""
+def _checkpoint(out: Path, state, record: dict, evals_done: int) -> str:
+    """Saves ``state`` as ``out/state/<evals_done>`` and returns that name.
+
+    The record lists every path the sweep writes (``written``), and says so before the path
+    is written; the sweep deletes only paths listed there, and an older checkpoint only after
+    the record names the new one, so a kill at any moment leaves the checkpoint the record
+    names (and nothing of anyone else's is touched)."""
+    name = f"state/{evals_done}"
+    record["written"] = [*record.get("written", []), name]
+    _write_record(out, record)
     checkpointer = _checkpointer()
-    checkpointer.save(out / "state" / str(evals_done), state, force=True)
+    checkpointer.save(out / name, state, force=True)
     checkpointer.wait_until_finished()
     _sync("checkpoint")
+    return name
 
 
-def _prune(out: Path, keep: int) -> None:
-    for path in (out / "state").iterdir():
-        if path.name != str(keep):
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_written(out: Path, record: dict, keep: str | None) -> None:
+    """Writes the record, then deletes the checkpoints it lists but ``keep`` (and
+    ``state/`` once empty), then writes the record without them."""
+    if jax.process_index() != 0:
+        return
+    _write_json(out / "sweep.json", record)
+    for name in [n for n in record["written"] if n.startswith("state/") and n != keep]:
+        shutil.rmtree(out / name, ignore_errors=True)
+        record["written"].remove(name)
+    if (out / "state").is_dir() and not any((out / "state").iterdir()):
+        (out / "state").rmdir()
+    _write_json(out / "sweep.json", record)
 
 
 def _restore(path: Path, like):
@@ -440,12 +511,13 @@ def _finish(config, record, points, seeds, out, state, num_points) -> SweepResul
     if out is not None and state is not None:
         params = _fetch(state.params, num_points * seeds)
         params = jax.tree.map(split, params)
+        record["written"] = sorted({*record.get("written", []), "summary.json", "params"})
+        _write_record(out, record)
         if jax.process_index() == 0:
             _write_json(out / "summary.json", {"grid": _to_json(points),
                                                **_to_json(summary)})
         _save_params(out / "params", params)
-        if jax.process_index() == 0:
-            shutil.rmtree(out / "state", ignore_errors=True)
+        _remove_written(out, record, keep=None)
     elif out is not None:
         model_params = jax.eval_shape(lambda k: make_trainer(config).model.init(
             k, config.task.input_size), jax.random.key(0))
@@ -471,7 +543,7 @@ def load_params(out_dir: str | os.PathLike, like: Any = None):
     original containers. Seed ``s`` at grid point ``g`` is ``jax.tree.map(lambda v: v[g, s],
     params)``, ready for :mod:`gatedrnn.diagnostics`.
     """
-    path = Path(out_dir).absolute() / "params"
+    path = Path(out_dir).expanduser().absolute() / "params"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the sweep in {out_dir} has not finished")
     return _checkpointer().restore(path) if like is None else _restore(path, like)
@@ -480,7 +552,7 @@ def load_params(out_dir: str | os.PathLike, like: Any = None):
 def load(out_dir: str | os.PathLike) -> dict:
     """A sweep's ``sweep.json`` record (finished or not): its identity, ``evals_done``, and
     ``metrics`` (name -> ``[G * S]`` lists over evaluations so far, run ``g * S + s``)."""
-    return json.loads((Path(out_dir) / "sweep.json").read_text())
+    return _read_record(Path(out_dir).expanduser())
 
 
 __all__ = ["CONFIG_AXES", "SweepResult", "configure", "describe_config", "fingerprint",

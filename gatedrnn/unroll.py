@@ -322,6 +322,50 @@ def _check_carry(carry: Any, expected: Any, where: str) -> None:
         )
 
 
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    """``path -> shape`` of every leaf, with paths that read the same for a dict, a NamedTuple
+    or a restored checkpoint (``['w_x']``, ``.h`` and ``['h']`` all become ``w_x``/``h``)."""
+    return {
+        ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
+        tuple(jnp.shape(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def input_size_of(layer: Any, params: Any) -> int | None:
+    """``layer.input_size(params)``, or ``None`` where params of the wrong shape make it fail
+    (:func:`check_params` then says what is wrong with them)."""
+    try:
+        return layer.input_size(params)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def check_params(layer: Any, params: Any, input_size: int, name: str = "params") -> None:
+    """Raises a ValueError unless ``params`` has the structure and shapes that
+    ``layer.init(key, input_size)`` gives (dtypes may differ), naming the first entry that is
+    missing, unexpected or of another shape. Costs one abstract evaluation of ``init``."""
+    try:
+        expected = _leaf_shapes(jax.eval_shape(lambda key: layer.init(key, input_size),
+                                               jax.random.key(0)))
+    except Exception:  # an init that cannot be traced abstractly: nothing to compare with
+        return
+    got = _leaf_shapes(params)
+    kind = getattr(layer, "kind", type(layer).__name__)
+    for path in expected:
+        if path not in got:
+            raise ValueError(f"{name} lack the entry {path!r} that {kind}.init(key, "
+                             f"input_size={input_size}) makes (shape {expected[path]}); got "
+                             f"entries {sorted(got)}")
+        if got[path] != expected[path]:
+            raise ValueError(f"{name}[{path!r}] has shape {got[path]}, but {kind}.init(key, "
+                             f"input_size={input_size}) makes {expected[path]}: are these "
+                             "params of another cell or size?")
+    extra = sorted(set(got) - set(expected))
+    if extra:
+        raise ValueError(f"{name} hold {extra}, which {kind}.init(key, input_size="
+                         f"{input_size}) does not make: are these params of another cell?")
+
+
 def _run_dtype(xs: Array, params) -> Any:
     """The dtype a run computes in: promoted from the inputs and the params' float leaves."""
     leaves = [leaf for leaf in jax.tree.leaves(params)
@@ -558,13 +602,14 @@ def unroll(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     check_layer(cell, "cell")
-    expected_in = cell.input_size(params)
+    expected_in = input_size_of(cell, params)
     if expected_in is not None and xs.shape[-1] != expected_in:
         raise ValueError(
             f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were initialised "
             f"for input_size={expected_in}; pass inputs with {expected_in} features or init "
             f"with input_size={xs.shape[-1]}"
         )
+    check_params(cell, params, xs.shape[-1])
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     if lengths is not None:
@@ -609,5 +654,5 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 __all__ = [
     "Bidirectional", "BidirectionalCarry", "MERGES", "METHODS", "Stack", "bidirectional",
-    "check_layer", "reverse_valid", "stack", "unroll",
+    "check_layer", "check_params", "reverse_valid", "stack", "unroll",
 ]

@@ -42,12 +42,13 @@ def main():
         jax.distributed.initialize(f"localhost:{args.port}", args.processes, args.process)
     if args.interrupt_after:
         import gatedrnn.sweeps as sweeps
-        write, calls = sweeps._write_json, []
+        write = sweeps._write_json
 
-        def write_then_die(path, payload):  # a hard kill right after a chunk is recorded
+        def write_then_die(path, payload):
+            # a hard kill right after the record first counts chunk N done: its checkpoint is
+            # written, the older one not yet deleted
             write(path, payload)
-            calls.append(path)
-            if len(calls) == args.interrupt_after:
+            if payload.get("evals_done") == args.interrupt_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         sweeps._write_json = write_then_die
     run(args.out_dir)
