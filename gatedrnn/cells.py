@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from gatedrnn import checks
+
 Params = Any
 Carry = Any
 
@@ -169,9 +171,16 @@ def _resolve_activation(activation: str | Callable[[Array], Array]) -> Callable[
     return ACTIVATIONS[activation]
 
 
-def _check_size(value: Any, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
+def _check_common(hidden_size: Any, param_dtype: Any, *, chrono_t_max: Any = None,
+                  **finite: Any) -> int:
+    """The checks every shipped factory needs: the size, the params' dtype, finite options
+    and a chrono range; returns ``hidden_size`` as an int."""
+    checks.float_dtype(param_dtype, "param_dtype", optional=False)
+    for name, value in finite.items():
+        checks.real(value, name)
+    if chrono_t_max is not None:
+        checks.real(chrono_t_max, "chrono_t_max", above=2)
+    return checks.size(hidden_size, "hidden_size")
 
 
 def _recurrent_matrix(
@@ -206,7 +215,7 @@ def _recurrent_matrix(
 
 
 def _input_matrix(key: PRNGKeyArray, input_size: int, width: int, dtype: Any) -> Array:
-    _check_size(input_size, "input_size")
+    input_size = checks.size(input_size, "input_size")
     return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
 
 
@@ -216,8 +225,6 @@ def _chrono_bias(key: PRNGKeyArray, t_max: float, hidden_size: int, dtype: Any) 
     A gate with this bias keeps its state with time constant ``1 + e^b``, spread over
     ``[2, T_max]``.
     """
-    if not t_max > 2:
-        raise ValueError(f"chrono_t_max must be greater than 2; got {t_max!r}")
     return jnp.log(jax.random.uniform(key, (hidden_size,), dtype, 1.0, t_max - 1.0))
 
 
@@ -301,12 +308,13 @@ def make_cell(
             it (``None``: the run's dtype is promoted from the inputs and the params' leaves).
         config: the options the cell was made with (filled in by :func:`cell_factory`).
     """
-    _check_size(hidden_size, "hidden_size")
+    hidden_size = checks.size(hidden_size, "hidden_size")
+    checks.float_dtype(dtype, "dtype")
     if not (callable(init) and callable(core)):
         raise TypeError(f"init and core must be callables; got {type(init).__name__} and "
                         f"{type(core).__name__}")
     out_size = hidden_size if output_size is None else output_size
-    _check_size(out_size, "output_size")
+    out_size = checks.size(out_size, "output_size")
     takes_mask = _accepts(core, "h_mask")
     read = output or _identity
     compute_dtype = dtype
@@ -456,7 +464,7 @@ def rnn(
         dtype: computation dtype (``None``: promote inputs and params), e.g. ``jnp.bfloat16``.
         param_dtype: dtype of the initialised params.
     """
-    _check_size(hidden_size, "hidden_size")
+    hidden_size = _check_common(hidden_size, param_dtype, recurrent_scale=recurrent_scale)
     act = _resolve_activation(activation)
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
@@ -538,9 +546,10 @@ def lstm(
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
-    _check_size(hidden_size, "hidden_size")
+    hidden_size = _check_common(hidden_size, param_dtype, forget_bias=forget_bias,
+                                chrono_t_max=chrono_t_max)
     if proj_size is not None:
-        _check_size(proj_size, "proj_size")
+        proj_size = checks.size(proj_size, "proj_size")
     names = ("f", "g", "o") if coupled else ("i", "f", "g", "o")
     num_gates = len(names)
     hh = hidden_size
@@ -648,8 +657,8 @@ def gru(
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
-    _check_size(hidden_size, "hidden_size")
-    hh = hidden_size
+    hh = hidden_size = _check_common(hidden_size, param_dtype, update_bias=update_bias,
+                                     chrono_t_max=chrono_t_max)
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h, k_b = jax.random.split(key, 3)
@@ -723,7 +732,7 @@ def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float
     ``(a, b)`` pairs with ``jax.lax.associative_scan`` and never divides, so the linear-space
     form is stable at any length (tested at T = 4096).
     """
-    _check_size(hidden_size, "hidden_size")
+    hidden_size = _check_common(hidden_size, param_dtype)
 
     def core(params, h_tm1, u_t):
         k_z, k_h = _split(u_t, 2)
@@ -757,7 +766,7 @@ def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.floa
     :func:`min_gru` on stability). Gates reported: the normalised ``"forget"`` and
     ``"input"``.
     """
-    _check_size(hidden_size, "hidden_size")
+    hidden_size = _check_common(hidden_size, param_dtype)
 
     def core(params, h_tm1, u_t):
         k_f, k_i, k_h = _split(u_t, 3)
@@ -816,8 +825,10 @@ def lru(
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params (real).
     """
-    _check_size(hidden_size, "hidden_size")
-    if not 0.0 <= r_min < r_max < 1.0:
+    hidden_size = _check_common(hidden_size, param_dtype, max_phase=max_phase)
+    checks.real(r_min, "r_min", at_least=0.0)
+    checks.real(r_max, "r_max", below=1.0)
+    if not r_min < r_max:
         raise ValueError(f"need 0 <= r_min < r_max < 1; got r_min={r_min!r}, r_max={r_max!r}")
     n = hidden_size
 
@@ -825,7 +836,7 @@ def lru(
         return -jnp.exp(params["nu_log"])
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
-        _check_size(input_size, "input_size")
+        input_size = checks.size(input_size, "input_size")
         k_nu, k_th, k_re, k_im = jax.random.split(key, 4)
         u = jax.random.uniform(k_nu, (n,), jnp.float32)
         nu_log = jnp.log(-0.5 * jnp.log(u * (r_max**2 - r_min**2) + r_min**2))

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
+from gatedrnn import checks
 from gatedrnn.cells import make_cell
 from gatedrnn.unroll import _check_lengths, check_layer, check_params, input_size_of, unroll
 
@@ -122,6 +123,8 @@ def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [batch, time, features]; got shape {xs.shape}")
+    if xs.shape[1] == 0:
+        raise ValueError(f"xs must have at least one time step; got shape {xs.shape}")
     check_layer(cell, "cell")
     expected = input_size_of(cell, params)
     if expected is not None and xs.shape[-1] != expected:
@@ -142,19 +145,31 @@ def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
 
 
 def tree_norm(tree) -> Array:
-    """The L2 norm of all leaves of a pytree taken together (complex leaves by modulus)."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree)))
+    """The L2 norm of all leaves of a pytree taken together (complex leaves by modulus).
+
+    Computed as ``s * sqrt(sum((x / s)^2))`` with ``s`` the largest modulus, so it overflows
+    only where the norm itself does (plain squares overflow float32 above 1.8e19); NaN when
+    any entry is NaN."""
+    leaves = [jnp.abs(leaf) for leaf in jax.tree.leaves(tree)]
+    if not leaves:
+        return jnp.zeros(())
+    scale = jnp.max(jnp.stack([jnp.max(leaf, initial=0.0) for leaf in leaves]))
+    safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
+    total = sum(jnp.sum(jnp.square(leaf / safe)) for leaf in leaves)
+    return jnp.where(jnp.isfinite(scale), safe * jnp.sqrt(total), scale)
 
 
 def _unit(tree):
-    """``tree`` as a unit-norm tree and its log-norm (``-inf`` for zero)."""
+    """``tree`` as a unit-norm tree and its log-norm (``-inf`` for zero, NaN for NaN)."""
     n = tree_norm(tree)
-    return jax.tree.map(lambda x: x / jnp.where(n > 0, n, 1.0), tree), jnp.where(
-        n > 0, jnp.log(jnp.where(n > 0, n, 1.0)), -jnp.inf)
+    return jax.tree.map(lambda x: x / jnp.where(n > 0, n, 1.0), tree), jnp.log(n)
 
 
 def _normalised_sum(a, log_a, b, log_b):
-    """``exp(log_a) * a + exp(log_b) * b`` as a unit-norm tree and its log-norm."""
+    """``exp(log_a) * a + exp(log_b) * b`` as a unit-norm tree and its log-norm.
+
+    A NaN on either side makes the result NaN and an infinite one ``+inf``: neither may be
+    reported as a finite (or zero) gradient."""
     a, norm_a = _unit(a)
     b, norm_b = _unit(b)
     log_a, log_b = log_a + norm_a, log_b + norm_b
@@ -163,7 +178,9 @@ def _normalised_sum(a, log_a, b, log_b):
     w_a = jnp.where(jnp.isfinite(log_a), jnp.exp(log_a - m), 0.0)
     w_b = jnp.where(jnp.isfinite(log_b), jnp.exp(log_b - m), 0.0)
     v, log_n = _unit(jax.tree.map(lambda x, y: x * w_a + y * w_b, a, b))
-    return v, m + log_n
+    log = m + log_n
+    log = jnp.where((log_a == jnp.inf) | (log_b == jnp.inf), jnp.inf, log)
+    return v, jnp.where(jnp.isnan(log_a) | jnp.isnan(log_b), jnp.nan, log)
 
 
 def _component_names(carry) -> tuple[str, ...]:
@@ -237,7 +254,15 @@ def gradient_norms(
         return c_t, (c_t, output(c_t, inp[1]))
 
     _, (cs, ys) = jax.lax.scan(forward, carry0, (us, steps))
-    dl_dys = jax.grad(lambda ys: loss_fn(jnp.moveaxis(ys, 0, 1)))(ys)
+    def loss(ys):
+        return loss_fn(jnp.moveaxis(ys, 0, 1))
+
+    out = jax.eval_shape(loss, ys)
+    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype,
+                                                                          jnp.floating)):
+        raise TypeError(f"loss_fn must return a float scalar for outputs ys [B, T, H]; got "
+                        f"{jax.tree.map(lambda v: f'{v.dtype}{list(v.shape)}', out)}")
+    dl_dys = jax.grad(loss)(ys)
     direct = jax.vmap(lambda c, t, g: jax.vjp(lambda c: output(c, t), c)[1](g)[0])(
         cs, steps, dl_dys)
 
@@ -402,6 +427,10 @@ def gate_activations(
         :class:`GateStats` with ``values[name] [B, T, H]`` and ``[T]`` fractions of units
         below ``low`` and above ``high``.
     """
+    checks.real(low, "low", at_least=0.0)
+    checks.real(high, "high", below=1.0 + 1e-12)
+    if not low < high:
+        raise ValueError(f"low must be below high; got low={low!r}, high={high!r}")
     cell, params, xs, carry0, _ = _prepare(cell, params, xs, carry, layer)
     us = cell.project(params, jnp.moveaxis(xs, 1, 0))
 

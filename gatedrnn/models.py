@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gatedrnn.unroll import _check_dropout, _is_zero, unroll
+from gatedrnn import checks
+from gatedrnn.unroll import unroll
 
 
 class SequenceModel(NamedTuple):
@@ -55,7 +56,7 @@ class SequenceModel(NamedTuple):
                 ys = ys[:, -1]
             else:
                 ys = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], 1)[:, 0]
-        if key is not None and not _is_zero(self.dropout):
+        if key is not None and not checks.is_zero(self.dropout):
             keep = 1.0 - self.dropout
             ys = ys * jax.random.bernoulli(key, keep, ys.shape) / keep
         return ys @ params["readout"]["w"] + params["readout"]["b"]
@@ -91,7 +92,7 @@ def sequence_model(layer, output_size: int, *, readout: str = "last", embed: int
         raise ValueError(f"output_size must be a positive int; got {output_size!r}")
     if embed is not None and (not isinstance(embed, int) or embed < 1):
         raise ValueError(f"embed must be a positive int or None; got {embed!r}")
-    _check_dropout(dropout, "dropout")
+    checks.rate(dropout, "dropout")
     return SequenceModel(layer, output_size, readout, embed, dropout)
 
 

@@ -193,7 +193,7 @@ def summarize(metrics: dict, solved: np.ndarray | None = None) -> dict:
     out = {}
     for name, values in metrics.items():
         values = np.asarray(values, np.float64)
-        if values.ndim != 3 or name in ("step", "first_nonfinite_step"):
+        if values.ndim != 3 or name in ("step", "first_nonfinite_step", "nonfinite_steps"):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
@@ -502,11 +502,12 @@ def _finish(config, record, points, seeds, out, state, num_points) -> SweepResul
     bad = np.argwhere(metrics["first_nonfinite_step"][..., -1] >= 0)
     summary["nonfinite"] = [
         {"point": {k: float(v[g]) for k, v in points.items()}, "seed": int(s),
-         "step": int(metrics["first_nonfinite_step"][g, s, -1])} for g, s in bad]
+         "step": int(metrics["first_nonfinite_step"][g, s, -1]),
+         "skipped": int(metrics["nonfinite_steps"][g, s, -1])} for g, s in bad]
     for entry in summary["nonfinite"]:
         warnings.warn(f"sweep: seed {entry['seed']} at {entry['point'] or 'the config'} had a "
-                      f"non-finite loss, gradient or update first at step {entry['step']} (such "
-                      "steps were skipped)", RuntimeWarning, stacklevel=3)
+                      f"non-finite loss, gradient or update first at step {entry['step']}; "
+                      f"{entry['skipped']} such steps were skipped", RuntimeWarning, stacklevel=3)
     params = None
     if out is not None and state is not None:
         params = _fetch(state.params, num_points * seeds)

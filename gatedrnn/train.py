@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gatedrnn import checks
 from gatedrnn.diagnostics import gradient_norms, tree_norm
 from gatedrnn.models import sequence_model
-from gatedrnn.unroll import _check_dropout, _is_zero, check_layer
+from gatedrnn.unroll import check_layer
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -128,8 +129,9 @@ class Result(NamedTuple):
     Metrics: ``"step"``, the task's metrics on the evaluation batch (``"loss"`` ...),
     ``"train_loss"`` and ``"grad_norm"`` (means over the chunk), ``"train_<name>"`` for each
     entry of a custom ``loss_fn``'s aux, ``"first_nonfinite_step"`` (``-1`` while every loss,
-    gradient and update has been finite; steps with a non-finite one are skipped, never
-    applied), and ``"grad_flow_log10"`` when asked.
+    gradient and update has been finite) and ``"nonfinite_steps"`` (how many steps so far had
+    a non-finite one; such steps are skipped, never applied), and ``"grad_flow_log10"`` when
+    asked. A finite gradient whose squared norm overflows is not counted (norms are scaled).
     """
 
     params: Any
@@ -148,9 +150,12 @@ def _is_transformation(optimizer: Any) -> bool:
 
 def _validate(config: Config) -> None:
     for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"config.{name} must be a positive int; got {value!r}")
+        checks.size(getattr(config, name), f"config.{name}")
+    if config.learning_rate is not None and not callable(config.learning_rate):
+        checks.real(config.learning_rate, "config.learning_rate", above=0.0)
+    if config.clip_norm is not None:
+        checks.real(config.clip_norm, "config.clip_norm", above=0.0)
+    checks.real(config.weight_decay, "config.weight_decay", at_least=0.0)
     if config.steps % config.eval_every:
         raise ValueError(f"config.steps ({config.steps}) must be a multiple of "
                          f"config.eval_every ({config.eval_every})")
@@ -174,7 +179,7 @@ def _validate(config: Config) -> None:
     if callable(config.learning_rate) and (config.schedule != "constant" or config.warmup_steps):
         raise ValueError("config.learning_rate is already a schedule; leave config.schedule "
                          "'constant' and config.warmup_steps 0")
-    _check_dropout(config.dropout, "config.dropout")
+    checks.rate(config.dropout, "config.dropout")
     missing = [f for f in TASK_FIELDS if not hasattr(config.task, f)]
     if missing:
         raise TypeError(f"config.task must be a gatedrnn.tasks.Task or have its fields; got "
@@ -191,7 +196,7 @@ def _validate(config: Config) -> None:
                 raise TypeError(f"config.model must have init(key, input_size) and "
                                 f"apply(params, xs, *, key, lengths); got "
                                 f"{type(config.model).__name__} without {method}")
-        if config.embed is not None or not _is_zero(config.dropout):
+        if config.embed is not None or not checks.is_zero(config.dropout):
             raise ValueError("config.embed and config.dropout configure the sequence model "
                              "around config.cell; a config.model brings its own")
     if config.gradient_flow and config.model is not None:
@@ -255,7 +260,7 @@ class TrainState(NamedTuple):
     ``key`` is the run's key (chunk ``c`` draws its batches from ``fold_in(k_train, c)``, so a
     run split into chunks equals the run in one piece); ``evals_done`` counts finished
     evaluation chunks; ``first_nonfinite_step`` is ``-1`` until a step's loss, gradient or
-    update is not finite.
+    update is not finite; ``nonfinite_steps`` counts such (skipped) steps.
     """
 
     params: Any
@@ -263,6 +268,7 @@ class TrainState(NamedTuple):
     key: Any
     evals_done: Any
     first_nonfinite_step: Any
+    nonfinite_steps: Any
 
 
 class Trainer(NamedTuple):
@@ -324,7 +330,7 @@ def make_trainer(config: Config) -> Trainer:
         return loss, aux
 
     def step(state, inp):
-        params, opt_state, first_bad = state
+        params, opt_state, first_bad, bad_count = state
         key, i = inp
         k_data, k_drop = jax.random.split(key)
         batch = _as_batch(task.sample(k_data, config.batch_size),
@@ -340,12 +346,13 @@ def make_trainer(config: Config) -> Trainer:
         params = jax.tree.map(keep, new_params, params)
         opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         first_bad = jnp.where((first_bad < 0) & ~finite, i, first_bad)
-        return (params, opt_state, first_bad), (loss, grad_norm, aux)
+        bad_count = bad_count + (~finite).astype(jnp.int32)
+        return (params, opt_state, first_bad, bad_count), (loss, grad_norm, aux)
 
     def init(key):
         params = model.init(_run_keys(key)[0], task.input_size)
         state = TrainState(params, tx.init(params), key, jnp.asarray(0, jnp.int32),
-                           jnp.asarray(-1, jnp.int32))
+                           jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32))
         return state, evaluate(params, key)
 
     def run(state: TrainState, num_evals: int):
@@ -357,15 +364,17 @@ def make_trainer(config: Config) -> Trainer:
             inner, (losses, grad_norms, aux) = jax.lax.scan(step, inner, (keys, idx))
             metrics = evaluate(inner[0], state.key)
             metrics.update(step=(c + 1) * config.eval_every, train_loss=jnp.mean(losses),
-                           grad_norm=jnp.mean(grad_norms), first_nonfinite_step=inner[2])
+                           grad_norm=jnp.mean(grad_norms), first_nonfinite_step=inner[2],
+                           nonfinite_steps=inner[3])
             metrics.update({f"train_{name}": jnp.mean(v) for name, v in aux.items()})
             return inner, metrics
 
-        inner = (state.params, state.opt_state, state.first_nonfinite_step)
+        inner = (state.params, state.opt_state, state.first_nonfinite_step,
+                 state.nonfinite_steps)
         chunks = state.evals_done + jnp.arange(num_evals, dtype=jnp.int32)
-        (params, opt_state, first_bad), metrics = jax.lax.scan(chunk, inner, chunks)
+        (params, opt_state, first_bad, bad_count), metrics = jax.lax.scan(chunk, inner, chunks)
         return TrainState(params, opt_state, state.key, state.evals_done + num_evals,
-                          first_bad), metrics
+                          first_bad, bad_count), metrics
 
     return Trainer(init, run, evaluate, model)
 

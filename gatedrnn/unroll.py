@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from gatedrnn import checks
 from gatedrnn.cells import Carry, Params
 
 MERGES = {
@@ -39,15 +40,6 @@ class BidirectionalCarry(NamedTuple):
 
     fwd: Any
     bwd: Any
-
-
-def _check_dropout(rate: Any, name: str) -> None:
-    if isinstance(rate, (int, float)) and not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1); got {rate!r}")
-
-
-def _is_zero(rate: Any) -> bool:
-    return isinstance(rate, (int, float)) and rate == 0
 
 
 def _sublayer(i: int, run, *args, **kwargs):
@@ -120,7 +112,7 @@ class Stack(NamedTuple):
         return [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
 
     def _drop(self, i: int, ys: Array, keys: list) -> Array:
-        if i == 0 or keys[i] is None or _is_zero(self.dropout):
+        if i == 0 or keys[i] is None or checks.is_zero(self.dropout):
             return ys
         keep = 1.0 - self.dropout
         mask = jax.random.bernoulli(keys[len(self.layers) + i], keep, ys.shape)
@@ -257,7 +249,7 @@ def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
         raise ValueError("layers must hold at least one layer; got an empty sequence")
     for i, layer in enumerate(layers):
         check_layer(layer, f"layers[{i}]")
-    _check_dropout(dropout, "dropout")
+    checks.rate(dropout, "dropout")
     if residual:
         for i in range(1, len(layers)):
             if layers[i].output_size != layers[i - 1].output_size:
@@ -320,6 +312,12 @@ def _check_carry(carry: Any, expected: Any, where: str) -> None:
             f"{where} must match initial_carry(batch_shape) of the layer: expected "
             f"{_describe(expected)}, got {_describe(carry)}"
         )
+    dtypes = [jnp.result_type(leaf).name for leaf in jax.tree.leaves(carry)]
+    wanted = [leaf.dtype.name for leaf in jax.tree.leaves(expected)]
+    if dtypes != wanted:
+        raise ValueError(f"{where} must have the run's dtypes {wanted} (promoted from xs and "
+                         f"the params); got {dtypes}: cast it, or the outputs' dtype would "
+                         "silently change")
 
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple]:

@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from gatedrnn import checks
 from gatedrnn.cells import cell_factory, make_cell
-from gatedrnn.unroll import _check_dropout, check_layer
+from gatedrnn.unroll import check_layer
 
 
 class DropoutCarry(NamedTuple):
@@ -55,7 +56,7 @@ def recurrent_dropout(cell: Any, rate: Any) -> Any:
         cell: the layer to wrap (a cell, or a stack or bidirectional pair of them).
         rate: drop probability in ``[0, 1)``; may be a traced scalar, to sweep it.
     """
-    _check_dropout(rate, "rate")
+    checks.rate(rate, "rate")
     composite = _for_every_cell(cell, lambda layer: recurrent_dropout(layer, rate))
     if composite is not None:
         return composite

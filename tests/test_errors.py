@@ -141,3 +141,117 @@ def test_params_restored_from_a_checkpoint_as_lists_are_accepted(tmp_path):
     assert isinstance(restored, list)
     xs = jnp.ones((2, 5, I))
     np.testing.assert_allclose(gr.unroll(net, restored, xs)[1], gr.unroll(net, params, xs)[1])
+
+
+def _train_config(**changes):
+    base = dict(cell=gr.gru(4), task=gr.tasks.adding(5), steps=10, batch_size=4,
+                eval_every=5, eval_batch_size=8)
+    return gr.train.Config(**{**base, **changes})
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(learning_rate=-1e-3), ValueError, "config.learning_rate must be greater than 0"),
+    (dict(learning_rate=float("nan")), ValueError, "config.learning_rate must be finite"),
+    (dict(learning_rate="1e-3"), TypeError, "config.learning_rate must be a number; got str"),
+    (dict(clip_norm=0.0), ValueError, "config.clip_norm must be greater than 0"),
+    (dict(clip_norm=-1.0), ValueError, "config.clip_norm must be greater than 0"),
+    (dict(clip_norm="1.0"), TypeError, "config.clip_norm must be a number"),
+    (dict(weight_decay=-0.5), ValueError, "config.weight_decay must be at least 0"),
+    (dict(cell="lstm"), TypeError, "config.cell must be a layer .* got str"),
+    (dict(cell=gr.lstm), TypeError, "config.cell must be a layer .*a factory: call it"),
+    (dict(dropout=np.float32(1.0)), ValueError, r"config.dropout must be in \[0, 1\)"),
+    (dict(dropout=jnp.array(-0.5)), ValueError, r"config.dropout must be in \[0, 1\)"),
+    (dict(task="adding"), TypeError, "config.task must be a gatedrnn.tasks.Task or have its "
+                                     "fields; got str, which lacks name, sample"),
+])
+def test_training_values_that_would_train_wrongly_are_refused_before_compiling(changes, error,
+                                                                               match):
+    with pytest.raises(error, match=match):
+        gr.train.make_train(_train_config(**changes))
+
+
+def test_a_negative_learning_rate_in_a_sweep_grid_is_refused():
+    with pytest.raises(ValueError, match="config.learning_rate must be greater than 0"):
+        gr.sweep(_train_config(), seeds=1, learning_rate=[1e-3, -1e-3])
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: gr.lstm(8, dtype="float33"), ValueError, "dtype must be a floating-point dtype"),
+    (lambda: gr.lstm(8, dtype="bf16"), ValueError, "dtype must be a floating-point dtype"),
+    (lambda: gr.lstm(8, dtype="int32"), ValueError, "dtype must be a floating-point dtype; "
+                                                    "got int32"),
+    (lambda: gr.gru(8, param_dtype=jnp.int8), ValueError, "param_dtype must be a floating"),
+    (lambda: gr.lstm(8, forget_bias=float("nan")), ValueError, "forget_bias must be finite"),
+    (lambda: gr.lstm(8, chrono_t_max=float("inf")), ValueError, "chrono_t_max must be finite"),
+    (lambda: gr.gru(8, chrono_t_max=2.0), ValueError, "chrono_t_max must be greater than 2"),
+    (lambda: gr.rnn(8, recurrent_scale="1"), TypeError, "recurrent_scale must be a number"),
+    (lambda: gr.stack([gr.gru(3)], dropout=jnp.array(1.0)), ValueError, r"dropout must be in"),
+    (lambda: gr.stack([gr.gru(3)], dropout=np.float32(-0.5)), ValueError, r"dropout must be"),
+    (lambda: gr.recurrent_dropout(gr.gru(3), "0.1"), TypeError, r"rate must be a number"),
+    (lambda: gr.lru(4, r_min=0.95, r_max=0.9), ValueError, "need 0 <= r_min < r_max < 1"),
+    (lambda: gr.lstm(4, proj_size=0), ValueError, "proj_size must be a positive int"),
+])
+def test_bad_cell_options_are_refused_when_the_cell_is_made(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_numpy_integers_are_valid_sizes():
+    cell = gr.lstm(np.int64(8))
+    params = cell.init(jax.random.key(0), np.int64(3))
+    assert params["w_x"].shape == (3, 32) and cell.hidden_size == 8
+    result = gr.sweep(_train_config(), seeds=1, progress=False,
+                      learning_rate=np.array([1e-3, 2e-3]))  # a grid as a NumPy array
+    assert result.metrics["loss"].shape == (2, 1, 2)
+
+
+def test_diagnostics_report_nan_as_nan_never_as_a_zero_gradient():
+    cell = gr.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, I))
+    nan_loss = gr.diagnostics.gradient_norms(cell, params, xs, lambda ys: jnp.nan * ys.sum())
+    assert np.isnan(nan_loss.log10).all()
+    nan_input = gr.diagnostics.gradient_norms(cell, params, xs.at[0, 3, 0].set(jnp.nan),
+                                              lambda ys: ys.sum())
+    assert np.isnan(nan_input.log10[:5]).all()  # every step whose gradient meets the NaN
+    assert not np.isneginf(nan_input.log10).any()
+
+
+@pytest.mark.parametrize("loss_fn, got", [
+    (lambda ys: ys.sum(1), r"float32\[2, 4\]|float64\[2, 4\]"),
+    (lambda ys: (ys.sum(), 1), r"\("),
+    (lambda ys: 1, "int"),
+])
+def test_a_loss_fn_that_is_not_a_float_scalar_is_refused(loss_fn, got):
+    cell = gr.gru(H)
+    params = cell.init(jax.random.key(0), I)
+    with pytest.raises(TypeError, match=f"loss_fn must return a float scalar .* got .*{got}"):
+        gr.diagnostics.gradient_norms(cell, params, jnp.ones((2, 6, I)), loss_fn)
+
+
+def test_diagnostics_refuse_empty_sequences_and_inverted_thresholds():
+    cell = gr.gru(H)
+    params = cell.init(jax.random.key(0), I)
+    for diagnostic in (gr.diagnostics.jacobian_norms, gr.diagnostics.lyapunov_exponents):
+        with pytest.raises(ValueError, match="xs must have at least one time step"):
+            diagnostic(cell, params, jnp.ones((2, 0, I)))
+    with pytest.raises(ValueError, match="low must be below high; got low=0.9, high=0.1"):
+        gr.diagnostics.gate_activations(cell, params, jnp.ones((2, 3, I)), low=0.9, high=0.1)
+
+
+def test_a_gradient_whose_square_overflows_is_not_a_false_nonfinite_alarm():
+    big = {"a": jnp.full((4,), 1e20, jnp.float32)}
+    np.testing.assert_allclose(gr.diagnostics.tree_norm(big), 2e20, rtol=1e-6)
+    assert np.isnan(gr.diagnostics.tree_norm({"a": jnp.array([1.0, jnp.nan])}))
+
+
+def test_skipped_steps_are_counted():
+    result = jax.jit(gr.train.make_train(_train_config()))(jax.random.key(0))
+    np.testing.assert_array_equal(result.metrics["nonfinite_steps"], [0, 0])
+    poisoned = gr.train.make_train(_train_config(loss_fn=lambda p, m, b, k: (
+        jnp.where(jax.random.uniform(k) < 0.5, jnp.nan, 0.0) + jnp.mean(
+            (m.apply(p, b.xs, key=k, lengths=b.lengths) - b.targets) ** 2), {})))
+    result = jax.jit(poisoned)(jax.random.key(0))
+    counts = np.asarray(result.metrics["nonfinite_steps"])
+    assert 0 < counts[-1] < 10 and counts[0] <= counts[-1]
+    assert int(result.metrics["first_nonfinite_step"][-1]) >= 0

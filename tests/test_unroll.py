@@ -286,9 +286,12 @@ def test_wrong_carry_is_rejected(carry, match):
 def test_wrong_stack_carry_names_the_layer():
     net = gr.stack([gr.gru(H), gr.gru(H)])
     params, xs = _case(net, (3,))
-    good = net.initial_carry((3,))
+    good = net.initial_carry((3,), dtype=xs.dtype)
     with pytest.raises(ValueError, match=r"layer 1: carry must match"):
         gr.unroll(net, params, xs, (good[0], jnp.zeros((3, 2))))
+    with pytest.raises(ValueError, match=r"layer 0: carry must have the run's dtypes "
+                                         r"\['float64'\] .*; got \['int32'\]"):
+        gr.unroll(net, params, xs, (good[0].astype(jnp.int32), good[1]))
 
 
 @pytest.mark.parametrize("lengths, error, match", [

@@ -1,0 +1,85 @@
+"""Checks of user input shared by every module: each raises a ``ValueError`` or ``TypeError``
+that names the argument, the expected and the actual value. Values are checked where they are
+concrete (Python and NumPy numbers, concrete JAX arrays); traced values pass through, since
+under ``jit`` or ``vmap`` only a checked run can look at them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy array when it is a concrete number or array; ``None`` when it is
+    traced. Strings and other objects raise a TypeError in the callers' checks."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def size(value: Any, name: str) -> int:
+    """A positive int (Python or NumPy integer), returned as a Python int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def real(value: Any, name: str, *, above: float | None = None, at_least: float | None = None,
+         below: float | None = None) -> None:
+    """A real number (or array of them) that is finite and within the bounds, where
+    concrete. Strings, booleans and complex numbers raise a TypeError."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    values = concrete(value)
+    if values is None:
+        return
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    bounds = [(above, np.greater, "greater than"), (at_least, np.greater_equal, "at least"),
+              (below, np.less, "less than")]
+    for bound, ok, words in bounds:
+        if bound is not None and not np.all(ok(values, bound)):
+            raise ValueError(f"{name} must be {words} {bound}; got {value!r}")
+
+
+def rate(value: Any, name: str) -> None:
+    """A probability in ``[0, 1)`` (a dropout rate), where concrete."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a number in [0, 1); got {value!r}")
+    values = concrete(value)
+    if values is not None and (values.dtype.kind not in "iuf" or not np.all(
+            (values >= 0) & (values < 1))):
+        raise ValueError(f"{name} must be in [0, 1); got {value!r}")
+
+
+def is_zero(value: Any) -> bool:
+    """Whether ``value`` is concretely 0 (so the work it scales can be skipped)."""
+    values = concrete(value)
+    return values is not None and values.size == 1 and float(values) == 0.0
+
+
+def float_dtype(value: Any, name: str, *, optional: bool = True) -> Any:
+    """A floating-point dtype (``jnp.float32``, ``"bfloat16"``, ...), or ``None`` if
+    ``optional``."""
+    if value is None and optional:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a floating-point dtype such as jnp.float32 or "
+                         f"jnp.bfloat16; got {value!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating-point dtype; got {dtype.name}")
+    return value
+
+
+__all__ = ["concrete", "float_dtype", "is_zero", "rate", "real", "size"]
