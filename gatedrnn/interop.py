@@ -44,9 +44,13 @@ def from_torch(module) -> tuple[Any, Any]:
     Raises:
         TypeError: for a module of another type.
     """
-    name = type(module).__name__
-    if name not in _TORCH_KINDS:
-        raise TypeError(f"module must be torch.nn.RNN, LSTM or GRU; got {name}")
+    import torch
+
+    kinds = [k for k in _TORCH_KINDS if isinstance(module, getattr(torch.nn, k))]
+    if not kinds:
+        raise TypeError(f"module must be torch.nn.RNN, LSTM or GRU; got "
+                        f"{type(module).__name__}")
+    name = kinds[0]  # a subclass converts as its base class
     hidden = module.hidden_size
     proj = getattr(module, "proj_size", 0) or None
     if name == "LSTM":
@@ -143,7 +147,8 @@ def to_torch(cell, params, *, batch_first: bool = True):
         if (len(dirs) == 2) != bidir:
             raise ValueError("torch.nn needs every layer bidirectional or none")
     first = directions[0][0][1]
-    dtype = {np.dtype("float64"): torch.float64}.get(np.asarray(first["w_x"]).dtype, torch.float32)
+    # float64 stays float64; every other dtype (bfloat16, float16) becomes float32
+    dtype = torch.float64 if np.asarray(first["w_x"]).dtype == np.float64 else torch.float32
     kwargs = dict(
         input_size=int(first["w_x"].shape[0]), hidden_size=base.hidden_size,
         num_layers=len(directions), bias=True, batch_first=batch_first, bidirectional=bidir,
@@ -167,7 +172,7 @@ def to_torch(cell, params, *, batch_first: bool = True):
                     values["weight_hr"] = np.asarray(p["w_hr"]).T
                 for attr, value in values.items():
                     target = getattr(module, f"{attr}_l{layer}{suffix}")
-                    target.copy_(torch.tensor(np.array(value), dtype=dtype))
+                    target.copy_(torch.tensor(np.asarray(value, np.float64), dtype=dtype))
     return module
 
 
@@ -197,6 +202,12 @@ def from_flax(module, variables) -> tuple[Cell, dict]:
 
     p = _flax_params(variables)
     hidden = module.features
+    expected = {"LSTMCell": _FLAX_LSTM_GATES, "OptimizedLSTMCell": _FLAX_LSTM_GATES,
+                "GRUCell": _FLAX_GRU_GATES, "SimpleCell": ("",)}.get(type(module).__name__)
+    names = {f"{side}{g}" for side in "ih" for g in (expected or ())}
+    if expected is not None and not names <= set(p):
+        raise ValueError(f"variables do not hold the params of a {type(module).__name__}: "
+                         f"expected entries {sorted(names)}, got {sorted(p)}")
 
     def kernels(prefix, names):
         return jnp.concatenate([p[f"{prefix}{n}"]["kernel"] for n in names], axis=1)

@@ -337,11 +337,18 @@ def char_lm(path: str | os.PathLike | None = None, seq_len: int = 100, *,
     frequencies). ``solved`` when a model beats the unigram baseline on the test text.
     """
     _check_int(seq_len, "seq_len", 1)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    _check_int(max_test_windows, "max_test_windows", 1)
     if path is None:
         text, name = _default_corpus(), "stdlib"
     else:
-        with open(path, encoding="utf-8") as f:
-            text, name = f.read(), os.path.basename(os.fspath(path))
+        try:
+            with open(path, encoding="utf-8") as f:
+                text, name = f.read(), os.path.basename(os.fspath(path))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"path {os.fspath(path)!r} is not UTF-8 text ({error}); char_lm "
+                             "reads text files") from None
     vocab = sorted(set(text))
     lookup = {c: i for i, c in enumerate(vocab)}
     codes = np.fromiter((lookup[c] for c in text), np.int32, len(text))
@@ -418,6 +425,9 @@ def series(name: Any = "co2", seq_len: int = 52, *, test_fraction: float = 0.2) 
         values, label = np.asarray(name, np.float64), "values"
         if values.ndim != 1:
             raise ValueError(f"series values must be 1-D; got shape {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"series values must be finite; got {np.sum(~np.isfinite(values))} "
+                             "NaN or infinite values (interpolate the gaps first)")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
     split = int(len(values) * (1.0 - test_fraction))
@@ -427,6 +437,9 @@ def series(name: Any = "co2", seq_len: int = 52, *, test_fraction: float = 0.2) 
                          f"{seq_len} with test_fraction={test_fraction}: both parts need "
                          f"seq_len + 1 values")
     mean, std = train.mean(), train.std()
+    if not std > 0:
+        raise ValueError(f"series {label!r} is constant over its training part (standard "
+                         "deviation 0): there is nothing to forecast")
     train = jnp.asarray((train - mean) / std, jnp.float32)
     held_out = ((held_out - mean) / std).astype(np.float32)
     windows = held_out[np.arange(len(held_out) - seq_len)[:, None] + np.arange(seq_len + 1)]

@@ -26,6 +26,8 @@ MERGES = {
 
 
 METHODS = ("sequential", "associative")
+# Full unrolling compiles one copy of the step per time step: T=500 took 92 s on 2 cores.
+MAX_FULL_UNROLL = 256
 
 
 class _Options(NamedTuple):
@@ -579,7 +581,8 @@ def unroll(
         reverse: process the sequence from its end.
         resets: boolean ``[*B, T]`` (``[T, *B]`` with ``time_major``) episode starts.
         time_major: ``xs`` and ``ys`` have time first.
-        unroll: ``lax.scan``'s loop unrolling factor.
+        unroll: ``lax.scan``'s loop unrolling factor (``True``, full unrolling, is refused
+            above ``MAX_FULL_UNROLL = 256`` steps: it compiles for minutes).
         remat: wrap the scan body in ``jax.checkpoint`` (recompute in the backward pass
             instead of storing per-step intermediates).
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
@@ -599,6 +602,11 @@ def unroll(
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    num_steps = xs.shape[0] if time_major else xs.shape[-2]
+    if unroll is True and num_steps > MAX_FULL_UNROLL:
+        raise ValueError(f"unroll=True copies the step {num_steps} times into the program, "
+                         f"which takes minutes to compile beyond {MAX_FULL_UNROLL} steps; pass "
+                         "an int such as unroll=8")
     check_layer(cell, "cell")
     expected_in = input_size_of(cell, params)
     if expected_in is not None and xs.shape[-1] != expected_in:

@@ -255,3 +255,44 @@ def test_skipped_steps_are_counted():
     counts = np.asarray(result.metrics["nonfinite_steps"])
     assert 0 < counts[-1] < 10 and counts[0] <= counts[-1]
     assert int(result.metrics["first_nonfinite_step"][-1]) >= 0
+
+
+def test_task_arguments_and_data_that_would_give_nan_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\); got 1.5"):
+        gr.tasks.char_lm(test_fraction=1.5)
+    with pytest.raises(ValueError, match="max_test_windows must be"):
+        gr.tasks.char_lm(max_test_windows=0)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="weights.bin' is not UTF-8 text"):
+        gr.tasks.char_lm(binary)
+    with pytest.raises(ValueError, match="series values must be finite; got 1 NaN"):
+        gr.tasks.series(np.r_[np.arange(400.0), np.nan])
+    with pytest.raises(ValueError, match="is constant over its training part"):
+        gr.tasks.series(np.ones(400))
+
+
+def test_full_unrolling_of_a_long_sequence_is_refused_instead_of_compiling_for_minutes():
+    cell = gr.gru(H)
+    params = cell.init(jax.random.key(0), I)
+    with pytest.raises(ValueError, match="unroll=True copies the step 2000 times"):
+        gr.unroll(cell, params, jnp.ones((1, 2000, I)), unroll=True)
+    gr.unroll(cell, params, jnp.ones((1, 8, I)), unroll=True)  # short: fine
+
+
+def test_interop_accepts_subclasses_and_low_precision_and_names_wrong_variables():
+    torch = pytest.importorskip("torch")
+    flax_nn = pytest.importorskip("flax.linen")
+
+    class MyLSTM(torch.nn.LSTM):
+        pass
+
+    cell, params = gr.interop.from_torch(MyLSTM(I, H))
+    assert cell.kind == "lstm"
+    bf16 = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
+    module = gr.interop.to_torch(cell, bf16)
+    assert module.weight_ih_l0.dtype == torch.float32
+    gru_vars = flax_nn.GRUCell(H).init(jax.random.key(0), jnp.ones((1, H)), jnp.ones((1, I)))
+    with pytest.raises(ValueError, match=r"variables do not hold the params of a LSTMCell: "
+                                         r"expected entries \['hf', 'hg'"):
+        gr.interop.from_flax(flax_nn.LSTMCell(H), gru_vars)
