@@ -5,6 +5,8 @@ under ``jit`` or ``vmap`` only a checked run can look at them."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -82,4 +84,43 @@ def float_dtype(value: Any, name: str, *, optional: bool = True) -> Any:
     return value
 
 
-__all__ = ["concrete", "float_dtype", "is_zero", "rate", "real", "size"]
+def checked(fn: Callable) -> Callable:
+    """``fn`` with run-time checks of traced values, which raise on the host.
+
+    Under ``jit`` and ``vmap`` the library cannot raise on values (a length of 300 for a
+    sequence of 200 steps is a tracer), so a checked run is opt-in: ``checked(fn)`` runs
+    ``fn`` under :func:`jax.experimental.checkify.checkify` with the user checks and the
+    float checks (any operation that makes a NaN), and raises the first failed check as a
+    ``jax.experimental.checkify.JaxRuntimeError`` after the call. ``gr.unroll(...,
+    checks=True)`` adds the library's own checks: ``lengths`` in ``[0, T]``, finite inputs
+    and params. A training run (``checked(jax.jit(make_train(config)))``) stops at the first
+    operation that makes a NaN, where the unchecked run would skip the step. Checks cost
+    time; use them to find a fault, not in every run::
+
+        run = gr.checks.checked(jax.jit(lambda p, x, n: gr.unroll(
+            cell, p, x, lengths=n, checks=True)))
+        carry, ys = run(params, xs, lengths)      # raises if any length is outside [0, T]
+    """
+    from jax.experimental import checkify
+
+    functional = checkify.checkify(fn, errors=checkify.user_checks | checkify.float_checks)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        error, out = functional(*args, **kwargs)
+        error.throw()
+        return out
+
+    return run
+
+
+def check_traced(condition: Any, message: str, *values: Any) -> None:
+    """A run-time check (``checkify.check``) for a :func:`checked` run; ``message`` may hold
+    ``{}`` placeholders for ``values``."""
+    from jax.experimental import checkify
+
+    checkify.check(condition, message, *values)
+
+
+__all__ = ["check_traced", "checked", "concrete", "float_dtype", "is_zero", "rate", "real",
+           "size"]

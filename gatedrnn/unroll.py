@@ -539,6 +539,7 @@ def unroll(
     key: PRNGKeyArray | None = None,
     hoist_projection: bool = True,
     method: str = "sequential",
+    checks: bool = False,
 ) -> tuple[Carry, Float[Array, "*B T H"]]:
     """Runs a layer (a cell, a stack, a bidirectional pair, any object of the layer protocol)
     over a sequence.
@@ -590,6 +591,8 @@ def unroll(
         hoist_projection: compute the input projection outside the scan.
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused).
+        checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
+            and params); the call must run under :func:`gatedrnn.checks.checked`.
 
     Returns:
         ``(final_carry, ys)`` with ``ys [*B, T, H_out]`` (``[T, *B, H_out]`` if time-major).
@@ -622,9 +625,26 @@ def unroll(
         lengths = _check_lengths(lengths, batch_shape, num_steps)
     if resets is not None:
         resets = _check_resets(resets, batch_shape, num_steps, time_major)
+    if checks:
+        _check_values(xs, params, lengths, num_steps)
     opts = _Options(unroll, remat, hoist_projection, method)
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
+
+
+def _check_values(xs: Array, params: Any, lengths: Array | None, num_steps: int) -> None:
+    """The run-time checks of ``unroll(..., checks=True)``."""
+    if lengths is not None:
+        checks.check_traced(jnp.all((lengths >= 0) & (lengths <= num_steps)),
+                            f"lengths must lie in [0, {num_steps}]; got values from {{}} to {{}}",
+                            jnp.min(lengths), jnp.max(lengths))
+    checks.check_traced(jnp.all(jnp.isfinite(xs)), "xs holds {} non-finite values",
+                        jnp.sum(~jnp.isfinite(xs)))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            checks.check_traced(jnp.all(jnp.isfinite(leaf)),
+                                f"params{jax.tree_util.keystr(path)} holds {{}} non-finite values",
+                                jnp.sum(~jnp.isfinite(leaf)))
 
 
 def _check_resets(resets: ArrayLike, batch_shape: tuple, num_steps: int,
