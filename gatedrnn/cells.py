@@ -370,7 +370,7 @@ def make_cell(
     def initial_carry_(batch_shape=(), *, params=None, key=None, dtype=None) -> Carry:
         # the cell's own computation dtype wins; else the run's; else the params'
         dt = compute_dtype or dtype or _params_dtype(params) or jnp.float32
-        batch_shape = tuple(batch_shape)
+        batch_shape = checks.batch_shape(batch_shape)
         if initial_carry is None:
             return jnp.zeros((*batch_shape, hidden_size), dt)
         return initial_carry(batch_shape, params=params, key=key, dtype=dt)
@@ -550,6 +550,9 @@ def lstm(
                                 chrono_t_max=chrono_t_max)
     if proj_size is not None:
         proj_size = checks.size(proj_size, "proj_size")
+        if proj_size >= hidden_size:  # as PyTorch: a projection shrinks the state
+            raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}; got "
+                             f"{proj_size}")
     names = ("f", "g", "o") if coupled else ("i", "f", "g", "o")
     num_gates = len(names)
     hh = hidden_size

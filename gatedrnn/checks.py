@@ -63,6 +63,37 @@ def rate(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be in [0, 1); got {value!r}")
 
 
+def flag(value: Any, name: str) -> None:
+    """A bool (Python or NumPy): a string such as ``"no"`` would silently count as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+
+
+def key(value: Any, name: str = "key") -> None:
+    """A PRNG key (``jax.random.key``) or raw key data (``jax.random.PRNGKey``), or ``None``."""
+    if value is None:
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not (jnp.issubdtype(dtype, jax.dtypes.prng_key) or (
+            dtype == jnp.uint32 and jnp.shape(value)[-1:] == (2,))):
+        raise TypeError(f"{name} must be a PRNG key from jax.random.key(seed); got "
+                        f"{type(value).__name__} {value!r}")
+
+
+def batch_shape(value: Any) -> tuple:
+    """A batch shape: an int ``B`` or a sequence of them, as a tuple."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        shape = tuple(value)
+    except TypeError:
+        raise TypeError(f"batch_shape must be a tuple of ints; got {value!r}") from None
+    for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 0:
+            raise ValueError(f"batch_shape must be a tuple of ints >= 0; got {value!r}")
+    return tuple(int(d) for d in shape)
+
+
 def is_zero(value: Any) -> bool:
     """Whether ``value`` is concretely 0 (so the work it scales can be skipped)."""
     values = concrete(value)
@@ -122,5 +153,5 @@ def check_traced(condition: Any, message: str, *values: Any) -> None:
     checkify.check(condition, message, *values)
 
 
-__all__ = ["check_traced", "checked", "concrete", "float_dtype", "is_zero", "rate", "real",
-           "size"]
+__all__ = ["batch_shape", "check_traced", "checked", "concrete", "flag", "float_dtype",
+           "is_zero", "key", "rate", "real", "size"]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from gatedrnn import checks
+from gatedrnn import checks as validate
 from gatedrnn.cells import Carry, Params
 
 MERGES = {
@@ -114,7 +114,7 @@ class Stack(NamedTuple):
         return [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
 
     def _drop(self, i: int, ys: Array, keys: list) -> Array:
-        if i == 0 or keys[i] is None or checks.is_zero(self.dropout):
+        if i == 0 or keys[i] is None or validate.is_zero(self.dropout):
             return ys
         keep = 1.0 - self.dropout
         mask = jax.random.bernoulli(keys[len(self.layers) + i], keep, ys.shape)
@@ -244,6 +244,7 @@ def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
         dropout: rate in ``[0, 1)``; may be a traced scalar to sweep it.
         residual: add residual connections around layers after the first.
     """
+    validate.flag(residual, "residual")
     if not isinstance(layers, (list, tuple)) or hasattr(layers, "init"):  # a cell is a tuple
         raise TypeError(f"layers must be a list or tuple of layers; got {type(layers).__name__}")
     layers = tuple(layers)
@@ -251,7 +252,7 @@ def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
         raise ValueError("layers must hold at least one layer; got an empty sequence")
     for i, layer in enumerate(layers):
         check_layer(layer, f"layers[{i}]")
-    checks.rate(dropout, "dropout")
+    validate.rate(dropout, "dropout")
     if residual:
         for i in range(1, len(layers)):
             if layers[i].output_size != layers[i - 1].output_size:
@@ -605,6 +606,13 @@ def unroll(
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    for name, value in (("reverse", reverse), ("time_major", time_major), ("remat", remat),
+                        ("hoist_projection", hoist_projection), ("checks", checks)):
+        validate.flag(value, name)
+    if unroll is not True and (isinstance(unroll, bool) or not isinstance(unroll, int)
+                               or unroll < 1):
+        raise ValueError(f"unroll must be a positive int or True; got {unroll!r}")
+    validate.key(key)
     num_steps = xs.shape[0] if time_major else xs.shape[-2]
     if unroll is True and num_steps > MAX_FULL_UNROLL:
         raise ValueError(f"unroll=True copies the step {num_steps} times into the program, "
@@ -635,14 +643,14 @@ def unroll(
 def _check_values(xs: Array, params: Any, lengths: Array | None, num_steps: int) -> None:
     """The run-time checks of ``unroll(..., checks=True)``."""
     if lengths is not None:
-        checks.check_traced(jnp.all((lengths >= 0) & (lengths <= num_steps)),
+        validate.check_traced(jnp.all((lengths >= 0) & (lengths <= num_steps)),
                             f"lengths must lie in [0, {num_steps}]; got values from {{}} to {{}}",
                             jnp.min(lengths), jnp.max(lengths))
-    checks.check_traced(jnp.all(jnp.isfinite(xs)), "xs holds {} non-finite values",
+    validate.check_traced(jnp.all(jnp.isfinite(xs)), "xs holds {} non-finite values",
                         jnp.sum(~jnp.isfinite(xs)))
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            checks.check_traced(jnp.all(jnp.isfinite(leaf)),
+            validate.check_traced(jnp.all(jnp.isfinite(leaf)),
                                 f"params{jax.tree_util.keystr(path)} holds {{}} non-finite values",
                                 jnp.sum(~jnp.isfinite(leaf)))
 
