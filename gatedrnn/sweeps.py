@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gatedrnn.train import Config, _validate, make_trainer
+from gatedrnn.train import Config, _validate, make_trainer, nonfinite_runs
 
 CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
 INTERVAL = (2.5, 97.5)
@@ -499,11 +499,9 @@ def _finish(config, record, points, seeds, out, state, num_points) -> SweepResul
     last = jax.tree.map(lambda v: v[..., -1], metrics)
     solved = np.asarray(jax.vmap(jax.vmap(config.task.solved))(last))
     summary = summarize(metrics, solved)
-    bad = np.argwhere(metrics["first_nonfinite_step"][..., -1] >= 0)
     summary["nonfinite"] = [
-        {"point": {k: float(v[g]) for k, v in points.items()}, "seed": int(s),
-         "step": int(metrics["first_nonfinite_step"][g, s, -1]),
-         "skipped": int(metrics["nonfinite_steps"][g, s, -1])} for g, s in bad]
+        {"point": {k: float(v[g]) for k, v in points.items()}, "seed": s, "step": step,
+         "skipped": skipped} for (g, s), step, skipped in nonfinite_runs(metrics)]
     for entry in summary["nonfinite"]:
         warnings.warn(f"sweep: seed {entry['seed']} at {entry['point'] or 'the config'} had a "
                       f"non-finite loss, gradient or update first at step {entry['step']}; "

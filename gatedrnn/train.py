@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gatedrnn import checks
@@ -387,6 +389,29 @@ def _task_loss(task) -> Callable:
     return loss_fn
 
 
+def nonfinite_runs(metrics: dict) -> list[tuple[tuple[int, ...], int, int]]:
+    """Host-side: ``(run index, first non-finite step, skipped steps)`` of every run whose
+    loss, gradient or update was not finite at some step, from metrics with any leading run
+    axes (``[E]`` for one run, ``[S, E]`` for vmapped seeds, ``[G, S, E]`` for a sweep)."""
+    first = np.asarray(metrics["first_nonfinite_step"])[..., -1]
+    count = np.asarray(metrics["nonfinite_steps"])[..., -1]
+    return [(tuple(int(i) for i in index), int(first[index]), int(count[index]))
+            for index in zip(*np.nonzero(first >= 0))] if first.ndim else (
+        [((), int(first), int(count))] if first >= 0 else [])
+
+
+def warn_nonfinite(result: Result) -> list[tuple[tuple[int, ...], int, int]]:
+    """Host-side, after a run: a ``RuntimeWarning`` for every run (seed) of ``result`` that
+    skipped non-finite steps, as :func:`gatedrnn.sweep` warns; returns
+    :func:`nonfinite_runs`. ``train`` itself is pure and cannot warn."""
+    runs = nonfinite_runs(result.metrics)
+    for index, first, count in runs:
+        warnings.warn(f"run {index or ''} had a non-finite loss, gradient or update first at "
+                      f"step {first}; {count} such steps were skipped", RuntimeWarning,
+                      stacklevel=2)
+    return runs
+
+
 def make_train(config: Config):
     """Returns the pure function ``train(key) -> Result`` for ``config``.
 
@@ -407,4 +432,4 @@ def make_train(config: Config):
 
 __all__ = ["Batch", "Config", "OPTIMIZERS", "Result", "SCHEDULES", "TASK_FIELDS", "TrainState",
            "Trainer", "default_eval_every", "learning_rate_schedule", "make_optimizer",
-           "make_train", "make_trainer"]
+           "make_train", "make_trainer", "nonfinite_runs", "warn_nonfinite"]

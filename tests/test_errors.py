@@ -345,3 +345,16 @@ def test_composition_flags_and_sizes_of_the_wrong_kind_are_refused_and_int_batch
     assert gr.lstm(H).initial_carry(3).h.shape == (3, H)
     with pytest.raises(ValueError, match="batch_shape must be a tuple of ints >= 0"):
         gr.gru(H).initial_carry((2, -1))
+
+
+def test_make_train_users_get_the_same_warning_as_sweep_users():
+    poisoned = gr.train.make_train(_train_config(loss_fn=lambda p, m, b, k: (
+        jnp.where(jax.random.uniform(k) < 0.5, jnp.nan, 0.0) + jnp.mean(
+            (m.apply(p, b.xs, key=k, lengths=b.lengths) - b.targets) ** 2), {})))
+    result = jax.jit(jax.vmap(poisoned))(jax.random.split(jax.random.key(0), 2))
+    with pytest.warns(RuntimeWarning, match=r"run \(\d,\) had a non-finite loss, gradient or "
+                                            r"update first at step \d+; \d+ such steps"):
+        runs = gr.train.warn_nonfinite(result)
+    assert [index for index, _, _ in runs] == [(0,), (1,)]
+    clean = jax.jit(gr.train.make_train(_train_config()))(jax.random.key(0))
+    assert gr.train.warn_nonfinite(clean) == []

@@ -130,14 +130,18 @@ def test_an_interrupted_sweep_resumes_without_losing_or_redoing_work(tmp_path, r
 
 def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
     config = sweep_worker.config()
-    with pytest.warns(RuntimeWarning) as caught:
-        result = gr.sweep(config, seeds=2, progress=False, learning_rate=[1e-3, float("nan")])
+    with pytest.warns(RuntimeWarning) as caught:  # a rate of 1e38 overflows float32 params
+        result = gr.sweep(config, seeds=2, progress=False, learning_rate=[1e-3, 1e38])
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
-    for seed, message in enumerate(messages):
-        assert message.startswith(f"sweep: seed {seed} at {{'learning_rate': nan}} had a "
-                                  "non-finite loss, gradient or update first at step 0"), message
-    assert {(e["seed"], e["step"]) for e in result.summary["nonfinite"]} == {(0, 0), (1, 0)}
+    entries = result.summary["nonfinite"]
+    for seed, (message, entry) in enumerate(zip(messages, entries)):
+        assert message == (f"sweep: seed {seed} at {entry['point']} had a non-finite loss, "
+                           f"gradient or update first at step {entry['step']}; "
+                           f"{entry['skipped']} such steps were skipped")
+        assert entry["point"]["learning_rate"] > 1e37 and entry["seed"] == seed
+        # once the params overflow, every later step is skipped too
+        assert entry["step"] + entry["skipped"] == config.steps
     assert np.isfinite(result.metrics["loss"]).all()  # bad steps are skipped
 
 
