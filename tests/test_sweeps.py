@@ -142,7 +142,8 @@ def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
         assert entry["point"]["learning_rate"] > 1e37 and entry["seed"] == seed
         # once the params overflow, every later step is skipped too
         assert entry["step"] + entry["skipped"] == config.steps
-    assert np.isfinite(result.metrics["loss"]).all()  # bad steps are skipped
+    # no non-finite update ever reaches the params (their loss may still overflow)
+    assert all(np.isfinite(v).all() for v in jax.tree.leaves(result.params))
 
 
 @pytest.mark.parametrize("grid, match", [
