@@ -340,10 +340,12 @@ def make_trainer(config: Config) -> Trainer:
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params, batch, k_drop)
         grad_norm = tree_norm(grads)
         updates, new_opt_state = tx.update(grads, opt_state, params)
-        # a finite gradient can still give a non-finite update (a NaN learning rate, an
-        # overflowing second moment): neither may reach the params
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(tree_norm(updates))
+        # a finite gradient can still give a non-finite update (an overflowing second
+        # moment), and a finite update non-finite params (huge params plus a huge update):
+        # none of it may reach the params
         new_params = optax.apply_updates(params, updates)
+        finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                  & jnp.isfinite(tree_norm(new_params)))
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         params = jax.tree.map(keep, new_params, params)
         opt_state = jax.tree.map(keep, new_opt_state, opt_state)
