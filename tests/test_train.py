@@ -146,8 +146,11 @@ def test_tasks_with_a_held_out_set_evaluate_on_all_of_it():
 
 
 def test_nonfinite_steps_are_reported_and_skipped():
-    result = jax.jit(gr.train.make_train(_config(learning_rate=jnp.nan)))(jax.random.key(0))
+    # a concrete NaN rate is refused before compiling; a traced one (a sweep's) reaches the run
+    result = jax.jit(lambda lr, key: gr.train.make_train(_config(learning_rate=lr))(key))(
+        jnp.nan, jax.random.key(0))
     assert int(result.metrics["first_nonfinite_step"][-1]) == 0  # the first update is NaN
+    assert int(result.metrics["nonfinite_steps"][-1]) == 20  # and every one after it
     init = jax.jit(gr.train.make_trainer(_config()).init)(jax.random.key(0))[0]
     jax.tree.map(np.testing.assert_array_equal, result.params, init.params)  # nothing applied
 
