@@ -403,7 +403,7 @@ def _load_record(out: Path | None, identity: dict) -> dict | None:
                      "Choose another out_dir, or delete this one to discard its results")
 
 
-_OWN = ("params", "summary.json", "state")  # what a sweep may write besides sweep.json
+_PROBE = ".sweep-probe-"
 
 
 def _check_out_dir(out: Path, record: dict | None) -> None:
@@ -413,7 +413,8 @@ def _check_out_dir(out: Path, record: dict | None) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} is a file, not a directory")
     if out.exists():
-        present = sorted(p.name for p in out.iterdir())
+        # another process's writability probe may come and go meanwhile
+        present = sorted(p.name for p in out.iterdir() if not p.name.startswith(_PROBE))
         if record is None and present:
             raise ValueError(
                 f"out_dir {out} holds {present[:10]}{' ...' if len(present) > 10 else ''} and "
@@ -427,7 +428,7 @@ def _check_out_dir(out: Path, record: dict | None) -> None:
                              "say the sweep wrote; move them away or choose another out_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".sweep-probe-{os.getpid()}-{jax.process_index()}"
+        probe = out / f"{_PROBE}{os.getpid()}-{jax.process_index()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
