@@ -49,7 +49,7 @@ from gatedrnn.unroll import (
 )
 from gatedrnn.wrappers import DropoutCarry, learned_initial_carry, recurrent_dropout
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
