@@ -18,15 +18,18 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import jax
 
-import gatedrnn as gr
+# gatedrnn avoids JAX 0.10's CPU deadlock on import (gr.workarounds); --keep-cpu-scheduler
+# opts out, to measure what that costs (use at most 4 seeds then: more can hang)
+if "--keep-cpu-scheduler" in sys.argv:
+    os.environ["GATEDRNN_KEEP_CPU_SCHEDULER"] = "1"
 
-# JAX 0.10's CPU runtime can deadlock on vmapped gated-cell training (see its docstring).
-gr.workarounds.avoid_cpu_deadlock()
+import gatedrnn as gr  # noqa: E402
 
 
 def time_run(fn, keys, repeats: int) -> float:
@@ -48,6 +51,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seq-len", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).with_name("seeds.json")))
+    parser.add_argument("--keep-cpu-scheduler", action="store_true",
+                        help="run without gr.workarounds.avoid_cpu_deadlock() (can hang "
+                             "beyond 4 seeds on JAX 0.10 CPUs)")
     args = parser.parse_args(argv)
 
     config = gr.train.Config(cell=gr.lstm(args.hidden), task=gr.tasks.adding(args.seq_len),
@@ -71,7 +77,8 @@ def main(argv=None) -> dict:
     record = {"command": "python benchmarks/seeds.py " + " ".join(argv or []),
               "device": f"{device.platform}: {getattr(device, 'device_kind', '')}",
               "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "jax": jax.__version__, "config": vars(args), "rows": rows}
+              "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "config": vars(args), "rows": rows}
     Path(args.out).write_text(json.dumps(record, indent=1))
     print("\n| seeds | ms / step | cost vs one seed | per seed vs one seed |")
     print("|---|---|---|---|")

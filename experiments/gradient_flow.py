@@ -44,9 +44,6 @@ import numpy as np
 
 import gatedrnn as gr
 
-# JAX 0.10's CPU runtime can deadlock on vmapped gated-cell training (see its docstring).
-gr.workarounds.avoid_cpu_deadlock()
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:

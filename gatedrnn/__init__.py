@@ -51,6 +51,8 @@ from gatedrnn.wrappers import DropoutCarry, learned_initial_carry, recurrent_dro
 
 __version__ = "0.2.0"
 
+workarounds.apply_on_import()
+
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
     "Layer", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",

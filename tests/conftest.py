@@ -7,10 +7,7 @@ GPUs default to TF32 for float32 matmuls.
 
 import jax
 
-import gatedrnn as gr
-
-# JAX 0.10's CPU runtime can deadlock on vmapped gated-cell training (see its docstring).
-gr.workarounds.avoid_cpu_deadlock()
+import gatedrnn  # noqa: F401  (importing it first avoids JAX 0.10's CPU deadlock)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -211,3 +211,22 @@ def test_a_finished_sweep_is_not_returned_for_a_cell_with_other_equations(refere
         gr.sweeps.describe_config(config)
     _refused_as_another_program(gr.train.Config(**{**config.__dict__, "cell": fake}),
                                 reference_dir)
+
+
+def _import_in_a_fresh_process(code, **env):
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_importing_gatedrnn_avoids_the_cpu_deadlock_unless_told_not_to():
+    show = "import os, gatedrnn; print(os.environ.get('XLA_FLAGS', ''))"
+    flag = gr.workarounds.CPU_SCHEDULER_FLAG
+    assert flag in _import_in_a_fresh_process(show).stdout
+    assert flag not in _import_in_a_fresh_process(
+        show, GATEDRNN_KEEP_CPU_SCHEDULER="1").stdout
+    late = "import jax; jax.numpy.ones(1).block_until_ready(); import gatedrnn"
+    assert "imported after JAX's CPU backend started" in _import_in_a_fresh_process(
+        late).stderr
