@@ -24,7 +24,7 @@ def avoid_cpu_deadlock() -> None:
     while one waits in ``tsl::BlockUntilReady``. Without this scheduler it runs. XLA reads
     ``XLA_FLAGS`` when the backend starts, at the first computation, so call this before
     anything computes (after ``import jax`` is fine). GPU and TPU backends ignore the flag.
-    Measured cost on a 2-core CPU: 5-7% per step for one or two seeds, none at four
+    Measured cost on a 2-core CPU: 5-10% per step for one or two seeds, none at four
     (benchmarks/RESULTS.md).
     """
     flags = os.environ.get("XLA_FLAGS", "")
