@@ -704,11 +704,16 @@ def _g(v: Array) -> Array:
     return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
 
 
-def _input_only_init(num_gates: int, hidden_size: int, param_dtype: Any) -> Callable:
+def _input_gated_cell(kind: str, num_gates: int, hidden_size: int, core: Callable,
+                      dtype: Any, param_dtype: Any) -> Cell:
+    """A cell whose gates read the input alone, ``u = x @ w_x + b`` with ``w_x [I, G*H]`` and
+    ``b [G*H]``; its state is linear (minGRU, minLSTM)."""
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         return {"w_x": _input_matrix(key, input_size, num_gates * hidden_size, param_dtype),
                 "b": jnp.zeros((num_gates * hidden_size,), param_dtype)}
-    return init
+
+    return make_cell(init, core, hidden_size=hidden_size, kind=kind, project=_affine,
+                     input_size=_rows_of_w_x, linear=True, dtype=dtype)
 
 
 @cell_factory
@@ -743,9 +748,7 @@ def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float
         h_t = (1.0 - z_t) * h_tm1 + z_t * _g(k_h)
         return h_t, h_t, {"update": z_t}
 
-    return make_cell(_input_only_init(2, hidden_size, param_dtype), core,
-                     hidden_size=hidden_size, kind="min_gru", project=_affine,
-                     input_size=_rows_of_w_x, linear=True, dtype=dtype)
+    return _input_gated_cell("min_gru", 2, hidden_size, core, dtype, param_dtype)
 
 
 @cell_factory
@@ -778,9 +781,7 @@ def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.floa
         h_t = f_t * h_tm1 + i_t * _g(k_h)
         return h_t, h_t, {"forget": f_t, "input": i_t}
 
-    return make_cell(_input_only_init(3, hidden_size, param_dtype), core,
-                     hidden_size=hidden_size, kind="min_lstm", project=_affine,
-                     input_size=_rows_of_w_x, linear=True, dtype=dtype)
+    return _input_gated_cell("min_lstm", 3, hidden_size, core, dtype, param_dtype)
 
 
 @cell_factory

@@ -26,7 +26,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from gatedrnn import checks
 from gatedrnn.cells import make_cell
-from gatedrnn.unroll import _check_lengths, check_layer, check_params, input_size_of, unroll
+from gatedrnn.unroll import _check_lengths, check_inputs, unroll
 
 _LN10 = math.log(10.0)
 
@@ -125,21 +125,17 @@ def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
         raise ValueError(f"xs must have shape [batch, time, features]; got shape {xs.shape}")
     if xs.shape[1] == 0:
         raise ValueError(f"xs must have at least one time step; got shape {xs.shape}")
-    check_layer(cell, "cell")
-    expected = input_size_of(cell, params)
-    if expected is not None and xs.shape[-1] != expected:
-        raise ValueError(f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were "
-                         f"initialised for input_size={expected}")
-    check_params(cell, params, xs.shape[-1])
+    check_inputs(cell, params, xs)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    params = jax.tree.map(lambda v: jnp.asarray(v).astype(
-        jnp.result_type(dtype, jnp.result_type(v))), params)
-    xs = xs.astype(dtype)
-    cell, params, xs = _cell_view(cell, params, xs, layer)
+
+    def widen(tree):  # at least the diagnostics' dtype; complex leaves stay complex
+        return jax.tree.map(
+            lambda v: jnp.asarray(v).astype(jnp.result_type(dtype, jnp.result_type(v))), tree)
+
+    cell, params, xs = _cell_view(cell, widen(params), xs.astype(dtype), layer)
     if carry is None:
         carry = cell.initial_carry(xs.shape[:1], params=params, dtype=dtype)
-    carry = jax.tree.map(lambda v: jnp.asarray(v).astype(
-        jnp.result_type(dtype, jnp.result_type(v))), carry)
+    carry = widen(carry)
     numerics = f"{jnp.dtype(dtype).name}, log-space products"
     return cell, params, xs, carry, numerics
 

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gatedrnn.train import Config, _validate, make_trainer, nonfinite_runs
+from gatedrnn.train import TASK_FIELDS, Config, _validate, make_trainer, nonfinite_runs
 
 CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
 INTERVAL = (2.5, 97.5)
@@ -147,7 +147,7 @@ def _check_grid(config: Config, grid: dict) -> None:
 
 def _describe(value: Any) -> Any:
     """A JSON description of a config value, equal across processes for equal configs."""
-    if hasattr(value, "sample") and hasattr(value, "name") and hasattr(value, "loss"):
+    if all(hasattr(value, field) for field in TASK_FIELDS):
         return value.name  # a task: its functions are in the program's fingerprint
     if isinstance(getattr(value, "config", None), Mapping) and hasattr(value, "init"):
         return {"kind": _name(value), **{k: _describe(v) for k, v in value.config.items()}}

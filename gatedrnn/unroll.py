@@ -332,6 +332,20 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple]:
     }
 
 
+def check_inputs(layer: Any, params: Any, xs: Array) -> None:
+    """The checks every entry point (``unroll``, the diagnostics) makes of a layer, its params
+    and inputs ``xs [..., I]``: the layer protocol, the feature size, the params' entries."""
+    check_layer(layer, "cell")
+    expected = input_size_of(layer, params)
+    if expected is not None and xs.shape[-1] != expected:
+        raise ValueError(
+            f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were initialised "
+            f"for input_size={expected}; pass inputs with {expected} features or init "
+            f"with input_size={xs.shape[-1]}"
+        )
+    check_params(layer, params, xs.shape[-1])
+
+
 def input_size_of(layer: Any, params: Any) -> int | None:
     """``layer.input_size(params)``, or ``None`` where params of the wrong shape make it fail
     (:func:`check_params` then says what is wrong with them)."""
@@ -500,11 +514,8 @@ def _run(layer, params, xs, carry, lengths, reverse, resets, opts, key):
     sequence layer runs itself through its ``run`` method."""
     if hasattr(layer, "recur") and hasattr(layer, "project"):
         return _scan_cell(layer, params, xs, carry, lengths, reverse, resets, opts, key)
-    if hasattr(layer, "run"):
-        return layer.run(params, xs, carry, lengths=lengths, reverse=reverse, resets=resets,
-                         key=key, options={k: v for k, v in opts._asdict().items()})
-    check_layer(layer, "layer")  # raises: neither kind
-    raise AssertionError("unreachable")
+    return layer.run(params, xs, carry, lengths=lengths, reverse=reverse, resets=resets,
+                     key=key, options=opts._asdict())  # check_layer: a sequence layer
 
 
 _COMMON = ("init", "initial_carry", "input_size", "output_size")
@@ -613,22 +624,13 @@ def unroll(
                                or unroll < 1):
         raise ValueError(f"unroll must be a positive int or True; got {unroll!r}")
     validate.key(key)
-    num_steps = xs.shape[0] if time_major else xs.shape[-2]
+    check_inputs(cell, params, xs)
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     if unroll is True and num_steps > MAX_FULL_UNROLL:
         raise ValueError(f"unroll=True copies the step {num_steps} times into the program, "
                          f"which takes minutes to compile beyond {MAX_FULL_UNROLL} steps; pass "
                          "an int such as unroll=8")
-    check_layer(cell, "cell")
-    expected_in = input_size_of(cell, params)
-    if expected_in is not None and xs.shape[-1] != expected_in:
-        raise ValueError(
-            f"xs has {xs.shape[-1]} features (shape {xs.shape}) but the params were initialised "
-            f"for input_size={expected_in}; pass inputs with {expected_in} features or init "
-            f"with input_size={xs.shape[-1]}"
-        )
-    check_params(cell, params, xs.shape[-1])
-    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
-    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, num_steps)
     if resets is not None:

@@ -26,6 +26,11 @@ def _kind(layer: Any) -> str:
     return getattr(layer, "kind", type(layer).__name__)
 
 
+def _gates(cell: Any, params: Any, carry: Any, u_t: Array) -> dict:
+    """The wrapped cell's gates (``gates`` is optional in the protocol)."""
+    return cell.gates(params, carry, u_t) if hasattr(cell, "gates") else {}
+
+
 def _for_every_cell(layer: Any, wrap) -> Any | None:
     """``layer.map_layers(wrap)`` for a composite layer; ``None`` for a cell."""
     check_layer(layer, "cell")
@@ -74,8 +79,7 @@ def recurrent_dropout(cell: Any, rate: Any) -> Any:
     def core(params, carry, u_t, h_mask=None):
         mask = carry.mask if h_mask is None else carry.mask * h_mask
         inner, h_t = cell.recur(params, carry.carry, u_t, h_mask=mask)
-        gates = cell.gates(params, carry.carry, u_t) if hasattr(cell, "gates") else {}
-        return DropoutCarry(inner, carry.mask), h_t, gates
+        return DropoutCarry(inner, carry.mask), h_t, _gates(cell, params, carry.carry, u_t)
 
     return make_cell(cell.init, core, hidden_size=cell.hidden_size,
                      kind=f"recurrent_dropout({_kind(cell)})", project=cell.project,
@@ -119,8 +123,7 @@ def learned_initial_carry(cell: Any) -> Any:
     def core(params, carry, u_t, h_mask=None):
         inner = params["cell"]
         new, h_t = cell.recur(inner, carry, u_t, h_mask=h_mask)
-        gates = cell.gates(inner, carry, u_t) if hasattr(cell, "gates") else {}
-        return new, h_t, gates
+        return new, h_t, _gates(cell, inner, carry, u_t)
 
     return make_cell(init, core, hidden_size=cell.hidden_size,
                      kind=f"learned_initial_carry({_kind(cell)})",
