@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -31,15 +29,8 @@ if "--keep-cpu-scheduler" in sys.argv:
 
 import gatedrnn as gr  # noqa: E402
 
-
-def time_run(fn, keys, repeats: int) -> float:
-    jax.block_until_ready(fn(keys))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(keys))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.timing import time_run  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -64,7 +55,7 @@ def main(argv=None) -> dict:
     for seeds in sorted({1, *args.seeds}):  # one seed alone is the reference
         keys = jax.random.split(jax.random.key(0), seeds)
         fn = jax.jit(train) if seeds == 1 else jax.jit(jax.vmap(train))
-        seconds = time_run(fn, keys[0] if seeds == 1 else keys, args.repeats)
+        seconds = time_run(fn, keys[0] if seeds == 1 else keys, repeats=args.repeats)
         per_step = seconds / args.steps
         if seeds == 1:
             base = per_step

@@ -14,12 +14,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+# one colour per cell family, whichever way a label spells it ("tanh RNN", "min_gru", ...)
+_COLORS = (("mingru", "tab:orange"), ("minlstm", "tab:purple"), ("lru", "tab:brown"),
+           ("lstm", "tab:blue"), ("gru", "tab:green"), ("tanhrnn", "tab:red"),
+           ("rnn", "tab:red"), ("irnn", "tab:pink"))
 
 
 def _color(label: str, i: int):
-    for key, color in _COLORS.items():
-        if label.lower().startswith(key):
+    key = label.lower().replace("_", "").replace(" ", "")
+    for prefix, color in _COLORS:
+        if key.startswith(prefix):
             return color
     return f"C{i}"
 
@@ -83,9 +87,14 @@ def gate_saturation(fractions: dict, *, title: str = "Gate saturation over time"
             ``{"LSTM forget > 0.9": stats.saturated_high["forget"], ...}``.
     """
     fig, ax = _figure(ax)
+    used = set()
     for i, (label, runs) in enumerate(fractions.items()):
         runs = np.atleast_2d(np.asarray(runs))
-        _band(ax, np.arange(runs.shape[1]), runs, label, f"C{i}")
+        color = _color(label, i)
+        # several gates of one cell: the cell's colour once, then distinct ones
+        color = f"C{i}" if color in used else color
+        used.add(color)
+        _band(ax, np.arange(runs.shape[1]), runs, label, color)
     ax.set(xlabel="time step t", ylabel="fraction of units", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -131,6 +140,33 @@ def learning_curves(steps, runs: dict, *, baselines: dict | None = None,
     return fig
 
 
+def against(x, runs: dict, *, xlabel: str, ylabel: str, title: str = "",
+            baselines: dict | None = None, log_y: bool = True, log_x: bool = False, ax=None):
+    """A final metric against a setting (sequence length, learning rate, n), median line and
+    10-90% band over seeds, one line per cell or condition.
+
+    Args:
+        x: ``[K]`` the setting's values.
+        runs: label -> ``[S, K]`` the metric per seed at each value.
+        baselines: label -> value, drawn as horizontal lines.
+        log_y: plot ``log10`` of the metric (for losses spanning decades).
+    """
+    fig, ax = _figure(ax)
+    f = np.log10 if log_y else np.asarray
+    for i, (label, values) in enumerate(runs.items()):
+        _band(ax, np.asarray(x), f(np.asarray(values, np.float64)), label, _color(label, i))
+    for j, (label, value) in enumerate((baselines or {}).items()):
+        ax.axhline(f(value), color="k" if j == 0 else "grey", ls="--" if j == 0 else ":",
+                   lw=1, label=label)
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.set(xlabel=xlabel, ylabel=f"log10 {ylabel}" if log_y else ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def _figure(ax):
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
@@ -145,6 +181,6 @@ def save(fig, path) -> None:
 
 
 __all__ = [
-    "gate_saturation", "gradient_norms", "jacobian_spectrum", "learning_curves",
+    "against", "gate_saturation", "gradient_norms", "jacobian_spectrum", "learning_curves",
     "lyapunov_spectrum", "save",
 ]

@@ -1,0 +1,50 @@
+"""Timing and counting helpers shared by the benchmarks and ``experiments/cost.py``.
+
+Times are medians of repetitions interleaved across the compared functions (so a slow
+period of the machine hits all of them alike), after one call that compiles and warms up;
+FLOPs are XLA's own count for the compiled program.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def time_run(fn: Callable, *args, repeats: int = 5) -> float:
+    """Median wall time of ``fn(*args)`` in seconds (compiled and warmed up first)."""
+    return interleaved({"fn": lambda: fn(*args)}, repeats)["fn"]["median"]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict]:
+    """Each ``name -> fn()`` timed ``repeats`` times, in turn with the others: ``name ->
+    {"median": s, "times": [s, ...]}``. Every fn is called once first (compile, warm up)."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "times": t} for name, t in times.items()}
+
+
+def flops(fn: Callable, *args) -> float:
+    """XLA's floating-point operation count of the compiled ``jax.jit(fn)(*args)`` (NaN when
+    the backend does not report one)."""
+    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", float("nan")))
+
+
+def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate in FLOP/s, from ``jnp.dot`` of two ``[n, n]``."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    return 2 * n**3 / time_run(dot, a, a, repeats=repeats)
