@@ -1,7 +1,6 @@
 """Tasks, the pure training program, and the main experiment at toy size."""
 
 import dataclasses
-import json
 from typing import NamedTuple
 
 import jax
@@ -9,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import load_script
 
 import gatedrnn as gr
 
@@ -172,29 +170,6 @@ def test_nonfinite_steps_are_reported_and_skipped():
 def test_bad_config_is_rejected_before_compiling(changes, match):
     with pytest.raises(ValueError, match=match):
         gr.train.make_train(_config(**changes))
-
-
-def test_gradient_flow_experiment_at_toy_size_writes_results_and_resumes(tmp_path, capsys):
-    experiment = load_script("experiments/gradient_flow.py")
-    argv = ["--seq-len", "6", "--hidden", "4", "--seeds", "2", "--steps", "20",
-            "--eval-every", "10", "--out-dir", str(tmp_path)]
-    results = experiment.main(argv)
-    for name in ("config.json", "results.json", "report.md", "gradient_norms.png",
-                 "learning_curves.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    saved = json.loads((tmp_path / "results.json").read_text())["cells"]
-    assert set(saved) == {"rnn", "gru", "lstm"}
-    assert np.asarray(saved["lstm"]["grad_log10_init"]).shape == (2, 6)
-    assert saved["rnn"]["num_params"] == 4 * 2 + 4 * 4 + 4
-    # seed 1 of the vmapped run equals a single run with that seed's key
-    tc = experiment.train_config("gru", experiment.Config(seq_len=6, hidden=4, steps=20,
-                                                          eval_every=10))
-    key = jax.random.split(jax.random.key(0), 2)[1]
-    single = jax.jit(gr.train.make_train(tc))(key)
-    np.testing.assert_allclose(saved["gru"]["test_mse"][1], single.metrics["loss"], rtol=1e-5)
-    capsys.readouterr()
-    assert experiment.main(argv) == results
-    assert capsys.readouterr().out.count("skipped") == 3
 
 
 def test_an_optax_transformation_is_an_optimizer():

@@ -1,0 +1,128 @@
+"""The study's scripts end to end at ``--quick`` size, the claims report built from them,
+and the shared statistics checked against known values."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+
+from experiments import common, report, sensitivity  # noqa: E402
+
+EXPERIMENTS = report.EXPERIMENTS
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """Every experiment run once at ``--quick`` into one results folder."""
+    import importlib
+
+    root = tmp_path_factory.mktemp("results")
+    for name in EXPERIMENTS:
+        module = importlib.import_module(f"experiments.{name}")
+        module.main(["--quick", "--out-dir", str(root / name)])
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_each_experiment_writes_its_files_and_a_report_that_matches_them(quick_results, name):
+    out = quick_results / name
+    for file in ("config.json", "results.json", "report.md"):
+        assert (out / file).stat().st_size > 0
+    assert list(out.glob("*.png")), "no figure"
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["settings"]["seeds"] >= 2 and payload["scale"] == "quick"
+    text = (out / "report.md").read_text()
+    for claim in payload["claims"]:
+        assert claim["verdict"] in ("agrees", "differs", "inconclusive")
+        assert claim["value"] in text.replace("\\|", "|")
+    for png in out.glob("*.png"):
+        assert png.name in text or any(png.name == c["figure"] for c in payload["claims"]) \
+            or name == "cost", f"{png.name} is not shown in the report"
+
+
+@pytest.mark.slow
+def test_the_claims_report_lists_every_claim_with_its_numbers(quick_results, tmp_path):
+    out = tmp_path / "docs" / "results.md"
+    text = report.main(["--results-dir", str(quick_results), "--out", str(out)])
+    assert out.read_text() == text
+    total = 0
+    for name in EXPERIMENTS:
+        payload = json.loads((quick_results / name / "results.json").read_text())
+        for claim in payload["claims"]:
+            row = [line for line in text.splitlines() if claim["value"].replace("|", "\\|")
+                   in line and claim["claim"] in line]
+            assert row and f"**{claim['verdict']}**" in row[0]
+            total += 1
+        assert f"## {name}" in text
+    assert f"{total} claims" in text
+    assert (out.parent / "figures" / "gradient_flow" / "gradient_norms.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_finished_experiment_loads_its_sweeps_instead_of_training_again(quick_results,
+                                                                          capsys):
+    from experiments import adding_problem
+
+    before = json.loads((quick_results / "adding_problem" / "results.json").read_text())
+    adding_problem.main(["--quick", "--out-dir", str(quick_results / "adding_problem")])
+    after = json.loads((quick_results / "adding_problem" / "results.json").read_text())
+    assert after["results"] == before["results"]
+    assert "step/s" not in capsys.readouterr().err  # no training progress bar
+
+
+def test_report_without_results_names_the_commands(tmp_path):
+    text = report.build(tmp_path / "none", tmp_path / "results.md")
+    assert "0 claims" in text and "`python experiments/gradient_flow.py`" in text
+
+
+def test_t_interval_matches_the_t_table():
+    assert common.t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert common.t_quantile(0.975, 10**6) == pytest.approx(1.959964, abs=1e-4)
+    v = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    iv = common.interval(v)
+    half = 2.776445 * v.std(ddof=1) / np.sqrt(5)
+    assert iv["mean"] == 3.0 and iv["low"] == pytest.approx(3 - half, rel=1e-5)
+    bad = common.interval([1.0, np.nan, 2.0])
+    assert np.isnan(bad["mean"]) and bad["nonfinite"] == 1
+    assert common.fmt(bad).startswith("non-finite (1 of 3")
+
+
+def test_wilson_interval_at_the_edges():
+    none = common.rate_interval([False] * 5)
+    assert none["mean"] == 0 and none["low"] == 0
+    assert none["high"] == pytest.approx(0.4345, abs=1e-3)  # 1.96^2 / (5 + 1.96^2)
+    some = common.rate_interval([True, False, True, True])
+    assert some["k"] == 3 and some["low"] < 0.75 < some["high"]
+
+
+def test_verdicts_follow_where_the_interval_lies():
+    iv = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    assert common.verdict_below(iv, 1.0, expected=True) == "agrees"
+    assert common.verdict_below(iv, 1.0, expected=False) == "differs"
+    assert common.verdict_below(iv, 0.5, expected=True) == "inconclusive"
+    assert common.verdict_above(iv, 0.0) == "agrees"
+    assert common.verdict_above({"mean": float("nan"), "low": 0, "high": 0}, 0) == \
+        "inconclusive"
+
+
+def test_variance_shares_of_additive_and_interacting_tables():
+    a, b, c = np.meshgrid([0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.5], indexing="ij")
+    shares = sensitivity.variance_shares(a + b + c)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    for key in ("0x1", "0x2", "1x2", "rest"):
+        assert shares[key] == pytest.approx(0.0, abs=1e-12)
+    # var(a) = 1, var(b) = 2/3, var(c) = 1/16
+    total = 1 + 2 / 3 + 1 / 16
+    assert shares["0"] == pytest.approx(1 / total) and shares["2"] == pytest.approx(
+        1 / 16 / total)
+    x, y = np.meshgrid([-1.0, 1.0], [-1.0, 1.0], indexing="ij")
+    pure = sensitivity.variance_shares(x * y)
+    assert pure["0x1"] == pytest.approx(1.0) and pure["0"] == pytest.approx(0.0)
