@@ -35,7 +35,8 @@ CELLS = {
     "lru": lambda h, **kw: gr.lru(h, **kw),
 }
 LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "min_gru": "minGRU",
-          "min_lstm": "minLSTM", "lru": "LRU"}
+          "min_lstm": "minLSTM", "lru": "LRU",
+          "min_gru_x2": "minGRU x2"}
 
 
 class Run:

@@ -44,12 +44,13 @@ try:
 except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
-ALL_CELLS = ["rnn", "gru", "lstm", "min_gru", "min_lstm", "lru"]
+# "min_gru_x2": two stacked minGRU layers, Feng et al.'s remedy for gates that see only x_t
+ALL_CELLS = ["rnn", "gru", "lstm", "min_gru", "min_gru_x2", "min_lstm", "lru"]
 SIZES = {
     "quick": dict(seq_len=6, hidden=4, seeds=2, steps=20, diag_batch=3),
     "cpu": dict(seq_len=100, hidden=64, seeds=5, steps=1000, batch_size=64,
                 learning_rate=1e-3, clip_norm=1.0, lstm_forget_bias=1.0, cells=ALL_CELLS,
-                diag_batch=32, seed=0),
+                diag_batch=8, seed=0),
     "paper": dict(seq_len=200, hidden=128, seeds=10, steps=10000, diag_batch=64),
 }
 
@@ -57,6 +58,8 @@ SIZES = {
 def make_cell(name: str, s: dict):
     if name == "lstm":
         return gr.lstm(s["hidden"], forget_bias=s["lstm_forget_bias"])
+    if name.endswith("_x2") and name[:-3] in common.CELLS:
+        return gr.stack([common.CELLS[name[:-3]](s["hidden"]) for _ in range(2)])
     if name not in common.CELLS:
         raise SystemExit(f"unknown cell {name!r}: choose from {list(common.CELLS)}")
     return common.CELLS[name](s["hidden"])
@@ -148,7 +151,7 @@ def figures(run: common.Run, r: dict) -> None:
             for gate in ("forget", "update"):
                 # minGRU's update gate admits the candidate (h' = (1-z) h + z h~): it keeps
                 # the state when low; the GRU's and the forget gates keep it when high
-                side = "low" if name == "min_gru" else "high"
+                side = "low" if name.startswith("min_gru") else "high"
                 if gate in v[when][f"gates_{side}"]:
                     fractions[f"{common.label(name)} {gate} "
                               f"{'< 0.1' if side == 'low' else '> 0.9'}"] = \
@@ -191,7 +194,9 @@ def claims(run: common.Run, r: dict) -> None:
             value=f"{common.fmt(gru_lost)}; {common.fmt(gru_solved)}",
             verdict="agrees" if holds else "differs" if fails else "inconclusive",
             note="decades > 3 and a solved rate above one half", figure="learning_curves.png")
-    for name in ("min_gru", "min_lstm"):
+    notes = {"min_gru_x2": "the second layer's gates see the first layer's state, so it can "
+                           "tell the markers apart (Feng et al.: stacking matters)"}
+    for name in ("min_gru", "min_lstm", "min_gru_x2"):
         if name in r:
             run.claim(
                 f"{name}-solves-adding", source="Feng et al. 2024",
@@ -200,8 +205,9 @@ def claims(run: common.Run, r: dict) -> None:
                 measure=f"seeds solving adding T={T}", value=common.fmt(solved[name]),
                 verdict="agrees" if solved[name]["low"] > 0.5 else "differs"
                 if solved[name]["high"] < 0.5 else "inconclusive",
-                note="one layer cannot: its gates see only x_t, so both markers look alike "
-                     "and the second overwrites the first; Feng et al. stack layers",
+                note=notes.get(name, "one layer cannot: its gates see only x_t, so both "
+                                     "markers look alike and the second overwrites the "
+                                     "first; Feng et al. stack layers"),
                 figure="learning_curves.png")
 
 
