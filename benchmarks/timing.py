@@ -36,7 +36,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 
 def flops(fn: Callable, *args) -> float:
     """XLA's floating-point operation count of the compiled ``jax.jit(fn)(*args)`` (NaN when
-    the backend does not report one)."""
+    the backend does not report one). XLA counts a loop's body once, not once per trip: for a
+    scan over time use :func:`unroll_flops`."""
     analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
         analysis = analysis[0] if analysis else {}
@@ -48,3 +49,18 @@ def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
     return 2 * n**3 / time_run(dot, a, a, repeats=repeats)
+
+
+def unroll_flops(cell, params, batch: int, seq_len: int, *, backward: bool = True) -> float:
+    """FLOPs of ``gr.unroll`` of ``cell`` over ``[batch, seq_len, I]`` inputs: XLA's count of
+    one step (forward, or forward and backward through params and carry) times ``seq_len``.
+    Hoisting the input projection out of the scan moves these FLOPs, it does not change
+    them."""
+    def outputs(p, carry, x):
+        # real parts: a complex carry (the LRU) still gives a real loss to differentiate
+        return sum(jnp.sum(jnp.real(leaf)) for leaf in jax.tree.leaves(cell.step(p, carry, x)))
+
+    step = jax.grad(outputs, argnums=(0, 1)) if backward else outputs
+    carry = cell.initial_carry((batch,), params=params)
+    x = jnp.zeros((batch, cell.input_size(params)))
+    return flops(step, params, carry, x) * seq_len

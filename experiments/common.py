@@ -36,7 +36,7 @@ CELLS = {
 }
 LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "min_gru": "minGRU",
           "min_lstm": "minLSTM", "lru": "LRU",
-          "min_gru_x2": "minGRU x2"}
+          "min_gru_x2": "minGRU x2", "lstm_chrono": "LSTM (chrono)"}
 
 
 class Run:
@@ -48,6 +48,7 @@ class Run:
         self.claims: list[dict] = []
         self.started = time.perf_counter()
         self._sweeps = 0
+        self.loaded = 0  # sweeps finished by an earlier invocation: their time is not in ours
 
     def sweep(self, label: str, config: gr.train.Config, **grid) -> gr.SweepResult:
         """``gr.sweep`` of ``config`` over ``settings["seeds"]`` seeds and ``grid``, stored in
@@ -59,10 +60,14 @@ class Run:
                                {k: list(map(float, v)) for k, v in grid.items()},
                                self.settings["seed"]], sort_keys=True, default=str)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+        out_dir = self.out / "sweeps" / f"{label}-{digest}"
+        finished = (out_dir / "summary.json").is_file()
+        self.loaded += finished
         print(f"[{self.name} {self._sweeps}] {label}: {seeds} seeds"
               + "".join(f" x {len(v)} {k}" for k, v in grid.items())
-              + f", {config.steps} steps", flush=True)
-        return gr.sweep(config, seeds=seeds, out_dir=self.out / "sweeps" / f"{label}-{digest}",
+              + f", {config.steps} steps" + (" (finished earlier: loading)" if finished else ""),
+              flush=True)
+        return gr.sweep(config, seeds=seeds, out_dir=out_dir,
                         key=jax.random.key(self.settings["seed"]), **grid)
 
     def claim(self, claim_id: str, *, source: str, claim: str, measure: str, value: str,
@@ -78,19 +83,31 @@ class Run:
         """Writes ``results.json`` (settings, results, claims) and ``report.md`` (title, the
         settings, the claims table, then ``body``), and returns the results payload."""
         minutes = (time.perf_counter() - self.started) / 60
+        loaded = self.loaded
+        previous = self.out / "results.json"
+        if self._sweeps and loaded == self._sweeps and previous.is_file():
+            # every sweep came from the run that wrote these files: keep its running time
+            before = json.loads(previous.read_text())
+            if before.get("settings") == to_json(self.settings) and "minutes" in before:
+                minutes, loaded = before["minutes"], before.get("sweeps_loaded", 0)
         payload = {"experiment": self.name, "scale": self.scale, "settings": self.settings,
                    "environment": environment(), "minutes": round(minutes, 2),
+                   "sweeps": self._sweeps, "sweeps_loaded": loaded,
                    "results": to_json(self.results), "claims": self.claims}
         write_json(self.out / "results.json", payload)
         lines = [f"# {title}", "", "Settings: " + ", ".join(
             f"{k} {v}" for k, v in self.settings.items()) + f" ({self.scale} scale; "
-            f"{minutes:.1f} min on {environment()['machine']}).", ""]
+            f"{minutes:.1f} min on {environment()['machine']}{loaded_note(loaded)}).", ""]
         if self.claims:
             lines += claims_table(self.claims) + [""]
         (self.out / "report.md").write_text("\n".join(lines + body) + "\n")
         print(f"[{self.name}] wrote {self.out}/report.md and results.json "
               f"({minutes:.1f} min)", flush=True)
         return payload
+
+
+def loaded_note(loaded: int) -> str:
+    return f", {loaded} sweeps loaded from an earlier run, not timed" if loaded else ""
 
 
 def start(name: str, doc: str, sizes: dict, argv=None) -> Run:
@@ -117,7 +134,10 @@ def start(name: str, doc: str, sizes: dict, argv=None) -> Run:
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"experiment": name, "scale": scale, "settings": settings,
-                                     "command": " ".join(sys.argv), "environment": environment()})
+                                     "command": " ".join([f"python experiments/{name}.py",
+                                                          *(sys.argv[1:] if argv is None
+                                                            else argv)]),
+                                     "environment": environment()})
     return Run(name, settings, out, scale)
 
 

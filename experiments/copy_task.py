@@ -83,8 +83,7 @@ def main(argv=None) -> dict:
 
     # relative to the baseline, so lengths share one axis
     fig = gr.plots.against(
-        Ts, {common.label(n) + (" (chrono)" if n.endswith("chrono") else ""):
-             np.stack([r[T]["loss"] / r[T]["baseline"] for T in Ts], axis=1)
+        Ts, {common.label(n): np.stack([r[T]["loss"] / r[T]["baseline"] for T in Ts], axis=1)
              for n, r in by_cell.items()},
         xlabel="gap T", ylabel="cross-entropy / memoryless baseline", log_x=True,
         baselines={"memoryless baseline": 1.0},
@@ -93,7 +92,7 @@ def main(argv=None) -> dict:
     T_max = max(Ts)
     fig = gr.plots.learning_curves(
         by_cell[s["cells"][0]][T_max]["steps"],
-        {n: r[T_max]["curve"] for n, r in by_cell.items()},
+        {common.label(n): r[T_max]["curve"] for n, r in by_cell.items()},
         baselines={"memoryless": by_cell[s["cells"][0]][T_max]["baseline"]},
         ylabel="test cross-entropy", title=f"Copy task T={T_max}: learning curves")
     common.savefig(fig, run.out / "learning_curves.png")
@@ -112,8 +111,14 @@ def main(argv=None) -> dict:
         below_baseline("lstm", T_min, True, f"the LSTM beats the memoryless baseline at a "
                        f"short gap (T={T_min})", "recall accuracy "
                        + common.fmt(common.interval(by_cell["lstm"][T_min]["recall"])))
-        below_baseline("lstm", T_max, False, f"the LSTM does not beat it at the longest gap "
-                       f"(T={T_max})", f"{s['steps']} steps; the paper trains far longer")
+        if T_max >= 200:  # Arjovsky et al.'s long gaps: the LSTM stayed at the baseline
+            below_baseline("lstm", T_max, False, f"the LSTM does not beat it at a long gap "
+                           f"(T={T_max})", f"{s['steps']} steps")
+        elif T_max > T_min:  # their T=100 result: the LSTM beats it up to that gap
+            below_baseline("lstm", T_max, True, f"the LSTM beats it up to T=100 (here T={T_max})",
+                           "recall accuracy " + common.fmt(common.interval(
+                               by_cell["lstm"][T_max]["recall"])) + "; gaps of 200 and more "
+                           "(where the paper's LSTM fails) run at --scale paper")
     if "rnn" in by_cell:
         below_baseline("rnn", T_max, False, f"the tanh RNN never beats it (T={T_max})",
                        "80 units, orthogonal init")

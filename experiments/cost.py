@@ -21,7 +21,9 @@ per-step overhead dominates; minGRU has ``2HI`` weights (no recurrent matrix). T
 depends more on how many steps a cell needs than on its per-step cost.
 
 Times come from ``benchmarks/timing.py`` (the benchmark suite's own helpers: medians of
-interleaved repetitions after a warm-up; FLOPs are XLA's count of the compiled program).
+interleaved repetitions after a warm-up); FLOPs are XLA's count for one step's forward and
+backward times T (XLA counts a scan's body once, so the whole program's count is T times too
+small).
 
 Writes ``results/cost/``: ``config.json``, ``results.json``, ``cost.png``, ``report.md``.
 """
@@ -69,8 +71,8 @@ def step_costs(names, H, s) -> dict:
 
         grad = jax.jit(jax.grad(loss))
         fns[name] = lambda grad=grad, params=params: grad(params, xs)
-        out[name] = {"params": gr.num_params(params), "flops": timing.flops(jax.grad(loss),
-                                                                              params, xs)}
+        out[name] = {"params": gr.num_params(params),
+                     "flops": timing.unroll_flops(cell, params, s["batch"], s["seq_len"])}
     times = timing.interleaved(fns, s["repeats"])
     for name in names:
         out[name].update(seconds=times[name]["median"], times=times[name]["times"],

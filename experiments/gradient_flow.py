@@ -12,15 +12,17 @@ Command (the README's main job):
     python experiments/gradient_flow.py --seq-len 200 --steps 3000 --seeds 8
     python experiments/gradient_flow.py --scale paper        # T=200, hidden 128, a GPU/TPU
 
-Runtime: about 7 minutes on a 2-core CPU with the defaults (T=100, hidden 64, 5 seeds, 1000
-Adam steps, batch 64; six cells, each cell's seeds one vmapped ``gr.sweep`` program).
+Runtime: about 9 minutes on a 2-core CPU with the defaults (T=100, hidden 64, 5 seeds, 1000
+Adam steps, batch 64; seven cells, each cell's seeds one vmapped ``gr.sweep`` program;
+measured 9.4 minutes on 2026-11-22 with nothing else running).
 
 Expected outcome (REFERENCES.md sections 2-3): at initialisation the tanh RNN's and the
 zero-bias GRU's gradient at lag 99 is around 1e-10 of its value at the loss, the LSTM's
 (forget bias 1) around 1e-5; after training the GRU and LSTM solve the task (test MSE far
 below the 1/6 baseline) while the tanh RNN stays near the baseline. The gradient at
 initialisation does not predict trainability: the GRU loses as many decades as the tanh RNN
-there and still learns fastest.
+there and still learns fastest. One layer of minGRU or minLSTM cannot solve it (their gates
+see only the input, so the two markers look alike); two stacked minGRU layers can.
 
 Writes ``results/gradient_flow/`` (or ``--out-dir``): ``config.json``, ``results.json`` (per
 cell: parameter count, learning curves, final MSE and solved flag per seed, log10 gradient
@@ -246,6 +248,9 @@ def report(run: common.Run, r: dict) -> list[str]:
         "per step); an exponent near 0 is a direction along which perturbations, and "
         "gradients, neither die nor grow: the memory the task needs.", "",
         "![gates](gates.png)", "",
+        "The LRU keeps its gradient almost perfectly (its exponents sit at 0) and still fails: "
+        "one LRU layer is linear in its inputs, so no readout of it can form value x marker; "
+        "Orvieto et al. put a nonlinear block between LRU layers.", "",
         "Fraction of units whose gate keeps the state: forget (LSTM, minLSTM) or update "
         "(GRU) above 0.9, minGRU's update below 0.1 (its z admits the candidate). A keep-gate "
         "near 1 is what lets `d c_t / d c_t-1 = diag(f_t) + ...` stay near the identity.",

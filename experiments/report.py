@@ -67,7 +67,8 @@ def build(results_dir: Path, out: Path) -> str:
         lines += [f"## {name}", "",
                   f"`python experiments/{name}.py`" + ("" if payload["scale"] == "cpu" else
                                                       f" (scale {payload['scale']})")
-                  + f": {payload['minutes']:.1f} min on {env['machine']}, gatedrnn "
+                  + f": {payload['minutes']:.1f} min on {env['machine']}"
+                  f"{common.loaded_note(payload.get('sweeps_loaded', 0))}, gatedrnn "
                   f"{env['gatedrnn']}, JAX {env['jax']}; {s['seeds']} seeds. Full report: "
                   f"`results/{name}/report.md`.", ""]
         dest = figures / name

@@ -75,7 +75,10 @@ def test_a_finished_experiment_loads_its_sweeps_instead_of_training_again(quick_
     adding_problem.main(["--quick", "--out-dir", str(quick_results / "adding_problem")])
     after = json.loads((quick_results / "adding_problem" / "results.json").read_text())
     assert after["results"] == before["results"]
-    assert "step/s" not in capsys.readouterr().err  # no training progress bar
+    assert after["minutes"] == before["minutes"]  # the running time of the run that trained
+    printed = capsys.readouterr()
+    assert "step/s" not in printed.err  # no training progress bar
+    assert printed.out.count("finished earlier: loading") == 2 * 3  # two lengths, three cells
 
 
 def test_report_without_results_names_the_commands(tmp_path):
@@ -126,3 +129,19 @@ def test_variance_shares_of_additive_and_interacting_tables():
     x, y = np.meshgrid([-1.0, 1.0], [-1.0, 1.0], indexing="ij")
     pure = sensitivity.variance_shares(x * y)
     assert pure["0x1"] == pytest.approx(1.0) and pure["0"] == pytest.approx(0.0)
+
+
+def test_unroll_flops_counts_every_step():
+    import jax
+
+    import gatedrnn as gr
+    from benchmarks import timing
+
+    B, T, I, H = 4, 10, 64, 64  # big enough for the matmuls to dominate
+    cell = gr.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    forward = timing.unroll_flops(cell, params, B, T, backward=False)
+    matmuls = 2 * B * T * (I + H) * 4 * H  # x @ w_x and h @ w_h at every step
+    assert matmuls <= forward <= 1.2 * matmuls  # plus the gates' elementwise work
+    both = timing.unroll_flops(cell, params, B, T)
+    assert 2.5 * matmuls <= both <= 3.6 * matmuls  # the backward pass: two more matmuls each
