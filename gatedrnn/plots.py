@@ -161,6 +161,7 @@ def against(x, runs: dict, *, xlabel: str, ylabel: str, title: str = "",
     if log_x:
         ax.set_xscale("log")
         ax.set_xticks(list(x), [f"{v:g}" for v in x])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the x values
     ax.set(xlabel=xlabel, ylabel=f"log10 {ylabel}" if log_y else ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -145,3 +145,16 @@ def test_unroll_flops_counts_every_step():
     assert matmuls <= forward <= 1.2 * matmuls  # plus the gates' elementwise work
     both = timing.unroll_flops(cell, params, B, T)
     assert 2.5 * matmuls <= both <= 3.6 * matmuls  # the backward pass: two more matmuls each
+
+
+def test_plots_against_draws_the_median_over_seeds_on_a_log_scale():
+    import gatedrnn as gr
+
+    runs = np.array([[1e-1, 1e-2, 1e-3], [1e-1, 1e-4, 1e-3], [1e-3, 1e-2, 1e-1]])  # [S, K]
+    fig = gr.plots.against([10, 20, 40], {"LSTM": runs}, xlabel="T", ylabel="MSE", log_x=True,
+                           baselines={"chance": 0.5})
+    line = fig.axes[0].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), np.log10(np.median(runs, axis=0)))
+    np.testing.assert_allclose(line.get_xdata(), [10, 20, 40])
+    assert line.get_color() == "tab:blue"  # the LSTM's colour in every figure
+    assert fig.axes[0].get_lines()[1].get_ydata()[0] == pytest.approx(np.log10(0.5))
