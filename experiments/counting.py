@@ -19,7 +19,7 @@ Command:
     python experiments/counting.py                          # trained on n <= 20
     python experiments/counting.py --scale paper            # n <= 99, 20000 steps
 
-Runtime: about 5 minutes on a 2-core CPU with the defaults (train n <= 20, batch 32, 10000
+Runtime: about 4 minutes on a 2-core CPU with the defaults (train n <= 20, batch 32, 10000
 Adam steps at lr 1e-3, 5 seeds; tested at n from a quarter of the training range to 50 x it).
 
 Expected outcome: honest, not the paper's: at CPU sizes both cells count within the training

@@ -13,7 +13,7 @@ Command:
     python experiments/digits.py
     python experiments/digits.py --pad 300 --steps 3000
 
-Runtime: about 9 minutes on a 2-core CPU with the defaults (hidden 32, batch 32, 1000 Adam
+Runtime: about 5 minutes on a 2-core CPU with the defaults (hidden 32, batch 32, 1000 Adam
 steps at lr 3e-3 with clipping 1, 5 seeds; sequential, permuted, and padded with 100 blank
 steps; the hybrid as a fourth model).
 
