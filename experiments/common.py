@@ -110,10 +110,11 @@ def loaded_note(loaded: int) -> str:
     return f", {loaded} sweeps loaded from an earlier run, not timed" if loaded else ""
 
 
-def start(name: str, doc: str, sizes: dict, argv=None) -> Run:
+def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS)) -> Run:
     """Parses the command line: ``--quick`` or ``--scale {cpu,paper}`` picks a column of
     ``sizes``; ``--out-dir`` (default ``results/<name>``); one flag per size key overrides
-    it. Writes ``config.json`` and returns the :class:`Run`."""
+    it; ``--cells`` must name entries of ``cells``. Writes ``config.json`` and returns the
+    :class:`Run`."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=[s for s in sizes if s != "quick"], default="cpu",
@@ -131,6 +132,9 @@ def start(name: str, doc: str, sizes: dict, argv=None) -> Run:
     settings.update({k: v for k, v in args.items() if k in settings and v is not None})
     if settings["seeds"] < 2:
         raise SystemExit("--seeds must be at least 2: the intervals are over seeds")
+    unknown = [c for c in settings.get("cells", []) if c not in cells]
+    if unknown:
+        raise SystemExit(f"--cells: unknown {unknown}; choose from {list(cells)}")
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"experiment": name, "scale": scale, "settings": settings,

@@ -55,7 +55,7 @@ def make_cell(name: str, hidden: int, T: int):
 
 
 def main(argv=None) -> dict:
-    run = common.start("copy_task", __doc__, SIZES, argv)
+    run = common.start("copy_task", __doc__, SIZES, argv, cells=[*common.CELLS, "lstm_chrono"])
     s = run.settings
     if len(s["hidden"]) != len(s["cells"]):
         raise SystemExit(f"--hidden needs one size per cell ({s['cells']}); got {s['hidden']}")

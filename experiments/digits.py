@@ -77,6 +77,10 @@ def hybrid(hidden: int) -> FlaxModel:
 def main(argv=None) -> dict:
     run = common.start("digits", __doc__, SIZES, argv)
     s = run.settings
+    unknown = [m for m in s["models"] if m != "hybrid" and m not in common.CELLS]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; choose from "
+                         f"{[*common.CELLS, 'hybrid']}")
     tasks = {"sequential": gr.tasks.digits(), "permuted": gr.tasks.digits(permuted=True),
              f"padded +{s['pad']}": gr.tasks.digits(pad=s["pad"])}
     results = {}

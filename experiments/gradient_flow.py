@@ -60,10 +60,8 @@ SIZES = {
 def make_cell(name: str, s: dict):
     if name == "lstm":
         return gr.lstm(s["hidden"], forget_bias=s["lstm_forget_bias"])
-    if name.endswith("_x2") and name[:-3] in common.CELLS:
+    if name.endswith("_x2"):  # start() accepts only known cells and their _x2 stacks
         return gr.stack([common.CELLS[name[:-3]](s["hidden"]) for _ in range(2)])
-    if name not in common.CELLS:
-        raise SystemExit(f"unknown cell {name!r}: choose from {list(common.CELLS)}")
     return common.CELLS[name](s["hidden"])
 
 
@@ -150,14 +148,13 @@ def figures(run: common.Run, r: dict) -> None:
     for ax, when in zip(axes, ("init", "trained")):
         fractions = {}
         for name, v in r.items():
-            for gate in ("forget", "update"):
-                # minGRU's update gate admits the candidate (h' = (1-z) h + z h~): it keeps
-                # the state when low; the GRU's and the forget gates keep it when high
-                side = "low" if name.startswith("min_gru") else "high"
-                if gate in v[when][f"gates_{side}"]:
+            # minGRU's update gate admits the candidate (h' = (1-z) h + z h~): it keeps the
+            # state when low; the GRU's and the forget gates keep it when high
+            side = "low" if name.startswith("min_gru") else "high"
+            for gate, frac in v[when][f"gates_{side}"].items():
+                if gate.endswith(("forget", "update")):  # "layer 1 update" in a stack
                     fractions[f"{common.label(name)} {gate} "
-                              f"{'< 0.1' if side == 'low' else '> 0.9'}"] = \
-                        v[when][f"gates_{side}"][gate]
+                              f"{'< 0.1' if side == 'low' else '> 0.9'}"] = frac
         gr.plots.gate_saturation(fractions, ax=ax,
                                  title=f"Units whose gate keeps the state ({when})")
     common.savefig(fig, out / "gates.png")
@@ -259,7 +256,8 @@ def report(run: common.Run, r: dict) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    run = common.start("gradient_flow", __doc__, SIZES, argv)
+    run = common.start("gradient_flow", __doc__, SIZES, argv,
+                       cells=[*common.CELLS, *(f"{c}_x2" for c in common.CELLS)])
     s = run.settings
     task = gr.tasks.adding(s["seq_len"])
     xs, _ = task.sample(jax.random.key(s["seed"] + 1), s["diag_batch"])

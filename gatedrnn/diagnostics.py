@@ -416,8 +416,10 @@ def gate_activations(
     """Every sigmoid gate's activation at every step, and the fraction saturated.
 
     Gates are the cell's own: LSTM ``"input"``, ``"forget"``, ``"output"``; GRU ``"reset"``,
-    ``"update"``; none for the vanilla RNN. A forget (LSTM) or update (GRU) gate near 1 keeps
-    the state, and with it the gradient: ``d c_t / d c_{t-1}`` contains ``diag(f_t)``.
+    ``"update"``; none for the vanilla RNN. A stack without ``layer`` gives every layer's
+    gates, named ``"layer i <gate>"`` (the same values as ``layer=i``). A forget (LSTM) or
+    update (GRU) gate near 1 keeps the state, and with it the gradient: ``d c_t / d c_{t-1}``
+    contains ``diag(f_t)``.
 
     Returns:
         :class:`GateStats` with ``values[name] [B, T, H]`` and ``[T]`` fractions of units
@@ -427,6 +429,17 @@ def gate_activations(
     checks.real(high, "high", below=1.0 + 1e-12)
     if not low < high:
         raise ValueError(f"low must be below high; got low={low!r}, high={high!r}")
+    layers = getattr(cell, "layers", None)
+    if layer is None and layers is not None:
+        # a whole stack: every layer's gates, named by layer, each driven by the layers below
+        merged = GateStats({}, {}, {})
+        for i in range(len(layers)):
+            stats = gate_activations(cell, params, xs, carry=None if carry is None else carry[i],
+                                     low=low, high=high, layer=i)
+            for field in ("values", "saturated_low", "saturated_high"):
+                getattr(merged, field).update(
+                    {f"layer {i} {name}": v for name, v in getattr(stats, field).items()})
+        return merged
     cell, params, xs, carry0, _ = _prepare(cell, params, xs, carry, layer)
     us = cell.project(params, jnp.moveaxis(xs, 1, 0))
 

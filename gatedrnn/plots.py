@@ -97,7 +97,8 @@ def gate_saturation(fractions: dict, *, title: str = "Gate saturation over time"
         _band(ax, np.arange(runs.shape[1]), runs, label, color)
     ax.set(xlabel="time step t", ylabel="fraction of units", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if fractions:  # no gated cell: an empty panel, not a warning
+        ax.legend()
     return fig
 
 

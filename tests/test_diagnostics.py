@@ -221,3 +221,21 @@ def test_plots_write_pngs(tmp_path):
     for name, fig in figs.items():
         plots.save(fig, tmp_path / name)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gate_activations_of_a_whole_stack_name_every_layers_gates():
+    stack = gr.stack([gr.gru(4), gr.lstm(3)])
+    params = stack.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, 2))
+    stats = gr.diagnostics.gate_activations(stack, params, xs)
+    assert sorted(stats.values) == ["layer 0 reset", "layer 0 update", "layer 1 forget",
+                                    "layer 1 input", "layer 1 output"]
+    # each layer alone, driven by what the layers below it output
+    first = gr.diagnostics.gate_activations(stack.layers[0], params[0], xs)
+    hidden = gr.unroll(stack.layers[0], params[0], xs)[1]
+    second = gr.diagnostics.gate_activations(stack.layers[1], params[1], hidden)
+    np.testing.assert_allclose(stats.values["layer 0 update"], first.values["update"])
+    np.testing.assert_allclose(stats.values["layer 1 forget"], second.values["forget"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(stats.saturated_high["layer 1 input"],
+                               second.saturated_high["input"])

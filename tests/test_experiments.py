@@ -158,3 +158,14 @@ def test_plots_against_draws_the_median_over_seeds_on_a_log_scale():
     np.testing.assert_allclose(line.get_xdata(), [10, 20, 40])
     assert line.get_color() == "tab:blue"  # the LSTM's colour in every figure
     assert fig.axes[0].get_lines()[1].get_ydata()[0] == pytest.approx(np.log10(0.5))
+
+
+def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
+    from experiments import adding_problem, gradient_flow
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"--cells: unknown \['lsmt'\]; choose from"):
+        adding_problem.main(["--quick", "--cells", "lsmt", "--out-dir", str(out)])
+    with pytest.raises(SystemExit, match="--seeds must be at least 2"):
+        gradient_flow.main(["--quick", "--seeds", "1", "--out-dir", str(out)])
+    assert not out.exists()
