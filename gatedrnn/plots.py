@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
 
 # one colour per cell family, whichever way a label spells it ("tanh RNN", "min_gru", ...)
 _COLORS = (("mingru", "tab:orange"), ("minlstm", "tab:purple"), ("lru", "tab:brown"),
@@ -20,12 +21,28 @@ _COLORS = (("mingru", "tab:orange"), ("minlstm", "tab:purple"), ("lru", "tab:bro
            ("rnn", "tab:red"), ("irnn", "tab:pink"))
 
 
-def _color(label: str, i: int):
+def _family_color(label: str) -> str | None:
     key = label.lower().replace("_", "").replace(" ", "")
     for prefix, color in _COLORS:
         if key.startswith(prefix):
             return color
-    return f"C{i}"
+    return None
+
+
+def _palette(labels) -> list[str]:
+    """One colour per label: its cell family's the first time a family appears (the LSTM is
+    blue in every figure), then colours no other label of the figure uses."""
+    spare = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]]
+    taken = {mcolors.to_hex(c) for c in (_family_color(label) for label in labels) if c}
+    spare = [c for c in spare if mcolors.to_hex(c) not in taken]
+    out, used = [], set()
+    for label in labels:
+        color = _family_color(label)
+        if color is None or mcolors.to_hex(color) in used:
+            color = spare.pop(0) if spare else f"C{len(out) % 10}"
+        used.add(mcolors.to_hex(color))
+        out.append(color)
+    return out
 
 
 def _band(ax, x, runs, label, color):
@@ -49,9 +66,10 @@ def gradient_norms(log10_norms: dict, *, title: str = "Gradient norm against lag
             (as :func:`gatedrnn.diagnostics.gradient_norms` returns them, stacked over seeds).
     """
     fig, ax = _figure(ax)
+    colors = _palette(list(log10_norms))
     for i, (label, runs) in enumerate(log10_norms.items()):
         runs = np.atleast_2d(np.asarray(runs))[:, ::-1]  # index by lag, not by step
-        _band(ax, np.arange(runs.shape[1]), runs, label, _color(label, i))
+        _band(ax, np.arange(runs.shape[1]), runs, label, colors[i])
     ax.set(xlabel="lag T - 1 - t (steps back from the loss)", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -67,10 +85,11 @@ def jacobian_spectrum(singular_values: dict, *, title: str = "One-step Jacobian 
             :func:`gatedrnn.diagnostics.jacobian_spectrum`); all leading axes pool into the band.
     """
     fig, ax = _figure(ax)
+    colors = _palette(list(singular_values))
     for i, (label, values) in enumerate(singular_values.items()):
         values = np.asarray(values, np.float64)
         values = values.reshape(-1, values.shape[-1])
-        _band(ax, np.arange(1, values.shape[1] + 1), values, label, _color(label, i))
+        _band(ax, np.arange(1, values.shape[1] + 1), values, label, colors[i])
     ax.axhline(1.0, color="k", lw=1, ls="--", label="1 (norm-preserving)")
     ax.set(xlabel="singular value index", ylabel="singular value of d carry_t / d carry_{t-1}",
            yscale="log", title=title)
@@ -87,14 +106,10 @@ def gate_saturation(fractions: dict, *, title: str = "Gate saturation over time"
             ``{"LSTM forget > 0.9": stats.saturated_high["forget"], ...}``.
     """
     fig, ax = _figure(ax)
-    used = set()
+    colors = _palette(list(fractions))
     for i, (label, runs) in enumerate(fractions.items()):
         runs = np.atleast_2d(np.asarray(runs))
-        color = _color(label, i)
-        # several gates of one cell: the cell's colour once, then distinct ones
-        color = f"C{i}" if color in used else color
-        used.add(color)
-        _band(ax, np.arange(runs.shape[1]), runs, label, color)
+        _band(ax, np.arange(runs.shape[1]), runs, label, colors[i])
     ax.set(xlabel="time step t", ylabel="fraction of units", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
     if fractions:  # no gated cell: an empty panel, not a warning
@@ -109,9 +124,10 @@ def lyapunov_spectrum(exponents: dict, *, title: str = "Lyapunov spectra", ax=No
         exponents: label -> ``[S, k]`` exponents in descending order.
     """
     fig, ax = _figure(ax)
+    colors = _palette(list(exponents))
     for i, (label, runs) in enumerate(exponents.items()):
         runs = np.atleast_2d(np.asarray(runs))
-        _band(ax, np.arange(1, runs.shape[1] + 1), runs, label, _color(label, i))
+        _band(ax, np.arange(1, runs.shape[1] + 1), runs, label, colors[i])
     ax.axhline(0.0, color="k", lw=1, ls="--", label="0 (neutral)")
     ax.set(xlabel="exponent index", ylabel="Lyapunov exponent (nats per step)", title=title)
     ax.grid(alpha=0.3)
@@ -129,9 +145,10 @@ def learning_curves(steps, runs: dict, *, baselines: dict | None = None,
         baselines: label -> value, drawn as horizontal lines (e.g. a task's trivial solution).
     """
     fig, ax = _figure(ax)
+    colors = _palette(list(runs))
     for i, (label, values) in enumerate(runs.items()):
         _band(ax, np.asarray(steps), np.log10(np.asarray(values, np.float64)), label,
-              _color(label, i))
+              colors[i])
     for j, (label, value) in enumerate((baselines or {}).items()):
         ax.axhline(np.log10(value), color="k" if j == 0 else "grey", ls="--" if j == 0 else ":",
                    lw=1, label=label)
@@ -154,8 +171,9 @@ def against(x, runs: dict, *, xlabel: str, ylabel: str, title: str = "",
     """
     fig, ax = _figure(ax)
     f = np.log10 if log_y else np.asarray
+    colors = _palette(list(runs))
     for i, (label, values) in enumerate(runs.items()):
-        _band(ax, np.asarray(x), f(np.asarray(values, np.float64)), label, _color(label, i))
+        _band(ax, np.asarray(x), f(np.asarray(values, np.float64)), label, colors[i])
     for j, (label, value) in enumerate((baselines or {}).items()):
         ax.axhline(f(value), color="k" if j == 0 else "grey", ls="--" if j == 0 else ":",
                    lw=1, label=label)
