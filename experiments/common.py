@@ -154,13 +154,13 @@ def environment() -> dict:
 # ---------------------------------------------------------------------------------- numbers
 
 def final(result: gr.SweepResult, metric: str) -> np.ndarray:
-    """The last evaluation of ``metric``: ``[G, S]``."""
-    return np.asarray(result.metrics[metric])[..., -1]
+    """The last evaluation of ``metric``: ``[G, S, ...]`` (metrics are ``[G, S, E, ...]``)."""
+    return np.asarray(result.metrics[metric])[:, :, -1]
 
 
 def finals(result: gr.SweepResult, task) -> dict:
     """Every metric's last evaluation ``[G, S]``, plus ``"solved"`` by ``task.solved``."""
-    last = {k: final(result, k) for k in result.metrics if k != "grad_flow_log10"}
+    last = {k: final(result, k) for k in result.metrics}
     return {**last, "solved": np.asarray(task.solved(last), bool)}
 
 

@@ -101,11 +101,11 @@ def main(argv=None) -> dict:
                                      batch_size=s["batch_size"],
                                      learning_rate=s["learning_rate"])
             result = run.sweep(f"{cell}-{arch}", config)
-            model = gr.train.make_trainer(config).model
+            apply = jax.jit(gr.train.make_trainer(config).model.apply)  # one compile, all seeds
             strict, weiss = [], []
             for seed in range(s["seeds"]):
                 params = jax.tree.map(lambda v, seed=seed: v[0, seed], result.params)
-                logits_fn = jax.jit(lambda xs, params=params: model.apply(params, xs))
+                logits_fn = lambda xs, params=params: apply(params, xs)  # noqa: E731
                 strict.append(np.asarray(gr.tasks.counting_accepts(logits_fn, ns)))
                 weiss.append(end_probability_accepts(logits_fn, ns))
             results[f"{cell} {arch}"] = {

@@ -32,7 +32,7 @@ def _family_color(label: str) -> str | None:
 def _palette(labels) -> list[str]:
     """One colour per label: its cell family's the first time a family appears (the LSTM is
     blue in every figure), then colours no other label of the figure uses."""
-    spare = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]]
+    spare = list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     taken = {mcolors.to_hex(c) for c in (_family_color(label) for label in labels) if c}
     spare = [c for c in spare if mcolors.to_hex(c) not in taken]
     out, used = [], set()
