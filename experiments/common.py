@@ -136,6 +136,7 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS)) ->
     if unknown:
         raise SystemExit(f"--cells: unknown {unknown}; choose from {list(cells)}")
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
+    _check_out_dir(out, name)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"experiment": name, "scale": scale, "settings": settings,
                                      "command": " ".join([f"python experiments/{name}.py",
@@ -143,6 +144,25 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS)) ->
                                                             else argv)]),
                                      "environment": environment()})
     return Run(name, settings, out, scale)
+
+
+def _check_out_dir(out: Path, name: str) -> None:
+    """An experiment writes only into a new or empty folder or one an earlier run of the same
+    experiment made (its ``config.json`` says so), so no file of anyone else's is
+    overwritten."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out-dir {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        owner = json.loads((out / "config.json").read_text()).get("experiment")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if owner != name:
+        present = sorted(p.name for p in out.iterdir())[:5]
+        raise SystemExit(f"--out-dir {out} holds {present} and no record of a {name} run "
+                         "(config.json); an experiment writes only into a new or empty folder "
+                         "or its own earlier one. Choose another --out-dir")
 
 
 def environment() -> dict:

@@ -169,3 +169,13 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(SystemExit, match="--seeds must be at least 2"):
         gradient_flow.main(["--quick", "--seeds", "1", "--out-dir", str(out)])
     assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    with pytest.raises(SystemExit, match=r"holds \['report.md'\] and no record of a "
+                                         "gradient_flow run"):
+        gradient_flow.main(["--quick", "--out-dir", str(mine)])
+    assert (mine / "report.md").read_text() == "my notes"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        gradient_flow.main(["--quick", "--out-dir", str(tmp_path / "file")])
