@@ -51,8 +51,11 @@ def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / time_run(dot, a, a, repeats=repeats)
 
 
-def unroll_flops(cell, params, batch: int, seq_len: int, *, backward: bool = True) -> float:
-    """FLOPs of ``gr.unroll`` of ``cell`` over ``[batch, seq_len, I]`` inputs: XLA's count of
+def unroll_flops(cell, params, batch: int, seq_len: int, input_size: int, *,
+                 backward: bool = True) -> float:
+    """FLOPs of ``gr.unroll`` of ``cell`` over ``[batch, seq_len, input_size]`` inputs
+    (any layer with ``step`` and ``initial_carry``: a cell need not know its input size):
+    XLA's count of
     one step (forward, or forward and backward through params and carry) times ``seq_len``.
     Hoisting the input projection out of the scan moves these FLOPs, it does not change
     them."""
@@ -62,5 +65,5 @@ def unroll_flops(cell, params, batch: int, seq_len: int, *, backward: bool = Tru
 
     step = jax.grad(outputs, argnums=(0, 1)) if backward else outputs
     carry = cell.initial_carry((batch,), params=params)
-    x = jnp.zeros((batch, cell.input_size(params)))
+    x = jnp.zeros((batch, input_size))
     return flops(step, params, carry, x) * seq_len

@@ -72,7 +72,8 @@ def step_costs(names, H, s) -> dict:
         grad = jax.jit(jax.grad(loss))
         fns[name] = lambda grad=grad, params=params: grad(params, xs)
         out[name] = {"params": gr.num_params(params),
-                     "flops": timing.unroll_flops(cell, params, s["batch"], s["seq_len"])}
+                     "flops": timing.unroll_flops(cell, params, s["batch"], s["seq_len"],
+                                                  s["input_size"])}
     times = timing.interleaved(fns, s["repeats"])
     for name in names:
         out[name].update(seconds=times[name]["median"], times=times[name]["times"],

@@ -239,3 +239,16 @@ def test_gate_activations_of_a_whole_stack_name_every_layers_gates():
                                rtol=1e-6)
     np.testing.assert_allclose(stats.saturated_high["layer 1 input"],
                                second.saturated_high["input"])
+
+
+def test_gate_activations_of_a_stack_include_a_user_cells_gates():
+    from user_cells import forget_only_lstm
+
+    mine = forget_only_lstm(4)
+    stack = gr.stack([gr.gru(3), mine])
+    params = stack.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
+    stats = gr.diagnostics.gate_activations(stack, params, xs)
+    hidden = gr.unroll(stack.layers[0], params[0], xs)[1]
+    alone = gr.diagnostics.gate_activations(mine, params[1], hidden)
+    np.testing.assert_allclose(stats.values["layer 1 forget"], alone.values["forget"], rtol=1e-6)

@@ -140,11 +140,17 @@ def test_unroll_flops_counts_every_step():
     B, T, I, H = 4, 10, 64, 64  # big enough for the matmuls to dominate
     cell = gr.lstm(H)
     params = cell.init(jax.random.key(0), I)
-    forward = timing.unroll_flops(cell, params, B, T, backward=False)
+    forward = timing.unroll_flops(cell, params, B, T, I, backward=False)
     matmuls = 2 * B * T * (I + H) * 4 * H  # x @ w_x and h @ w_h at every step
     assert matmuls <= forward <= 1.2 * matmuls  # plus the gates' elementwise work
-    both = timing.unroll_flops(cell, params, B, T)
+    both = timing.unroll_flops(cell, params, B, T, I)
     assert 2.5 * matmuls <= both <= 3.6 * matmuls  # the backward pass: two more matmuls each
+    # a user's cell that does not know its input size: minGRU, two [I, H] matmuls a step
+    from user_cells import min_gru_in_six_lines
+
+    mine = min_gru_in_six_lines(H)
+    count = timing.unroll_flops(mine, mine.init(jax.random.key(0), I), B, T, I, backward=False)
+    assert 2 * B * T * I * 2 * H <= count <= 1.2 * 2 * B * T * I * 2 * H
 
 
 def test_plots_against_draws_the_median_over_seeds_on_a_log_scale():
