@@ -26,6 +26,25 @@ MERGES = {
 
 
 METHODS = ("sequential", "associative")
+# Backends on which hoist_projection="auto" projects inside the scan. On a 2-core CPU the
+# hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
+# costs more memory traffic than the small per-step matmul it saves: forward+backward took
+# 1.1-1.4x as long hoisted at both throughput shapes of benchmarks/run.py for every cell,
+# and as long or longer at the latency shape (benchmarks/RESULTS.md). On accelerators one
+# large matmul is the design's default (not yet measured against the per-step one).
+PROJECT_PER_STEP = ("cpu",)
+
+
+def resolve_hoist(hoist_projection: bool | str) -> bool:
+    """``hoist_projection`` as :func:`unroll` applies it: ``"auto"`` is ``False`` on the
+    backends of ``PROJECT_PER_STEP`` (the CPU) and ``True`` elsewhere, decided by
+    ``jax.default_backend()`` when the call is traced."""
+    if isinstance(hoist_projection, str) and hoist_projection == "auto":
+        return jax.default_backend() not in PROJECT_PER_STEP
+    if not isinstance(hoist_projection, (bool, np.bool_)):
+        raise TypeError(f"hoist_projection must be True, False or 'auto'; got "
+                        f"{type(hoist_projection).__name__} {hoist_projection!r}")
+    return bool(hoist_projection)
 # Full unrolling compiles one copy of the step per time step: T=500 took 92 s on 2 cores.
 MAX_FULL_UNROLL = 256
 
@@ -549,7 +568,7 @@ def unroll(
     unroll: int | bool = 1,
     remat: bool = False,
     key: PRNGKeyArray | None = None,
-    hoist_projection: bool = True,
+    hoist_projection: bool | str = "auto",
     method: str = "sequential",
     checks: bool = False,
 ) -> tuple[Carry, Float[Array, "*B T H"]]:
@@ -563,10 +582,12 @@ def unroll(
                 carry = cell.initial_carry(batch_shape, params=params, key=key)
             carry, ys[..., t, :] = cell.step(params, carry, xs[..., t, :])
 
-    run with ``jax.lax.scan``. With ``hoist_projection=True`` (the default) the input half
+    run with ``jax.lax.scan``. With ``hoist_projection=True`` the input half
     ``cell.project`` is applied to all steps in one matmul before the scan and only
     ``cell.recur`` runs inside it; ``False`` calls ``cell.step`` inside the scan. Both give
-    the same results; which is faster depends on backend and shape (see benchmarks/).
+    the same results; the default ``"auto"`` is ``False`` on the CPU, where it was measured
+    faster at every benchmarked shape, and ``True`` on GPUs and TPUs (see
+    :func:`resolve_hoist` and benchmarks/RESULTS.md).
     ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
     ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
     (``jax.lax.associative_scan``): the same results within float32 rounding.
@@ -600,7 +621,8 @@ def unroll(
             instead of storing per-step intermediates).
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
-        hoist_projection: compute the input projection outside the scan.
+        hoist_projection: compute the input projection outside the scan (``True``), inside
+            it (``False``), or as measured faster on the backend (``"auto"``).
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
@@ -618,7 +640,7 @@ def unroll(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     for name, value in (("reverse", reverse), ("time_major", time_major), ("remat", remat),
-                        ("hoist_projection", hoist_projection), ("checks", checks)):
+                        ("checks", checks)):
         validate.flag(value, name)
     if unroll is not True and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
@@ -637,7 +659,7 @@ def unroll(
         resets = _check_resets(resets, batch_shape, num_steps, time_major)
     if checks:
         _check_values(xs, params, lengths, num_steps)
-    opts = _Options(unroll, remat, hoist_projection, method)
+    opts = _Options(unroll, remat, resolve_hoist(hoist_projection), method)
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
 

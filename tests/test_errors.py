@@ -328,6 +328,8 @@ def test_a_checked_training_run_stops_at_the_first_nan():
 @pytest.mark.parametrize("kw, error, match", [
     (dict(reverse="yes"), TypeError, "reverse must be True or False; got str 'yes'"),
     (dict(time_major=1), TypeError, "time_major must be True or False"),
+    (dict(hoist_projection="yes"), TypeError,
+     "hoist_projection must be True, False or 'auto'; got str 'yes'"),
     (dict(unroll=0), ValueError, "unroll must be a positive int or True; got 0"),
     (dict(key=3), TypeError, r"key must be a PRNG key from jax.random.key\(seed\); got int"),
 ])

@@ -24,7 +24,8 @@ def _case(layer, batch_shape=(4,), seed=0):
 
 @pytest.mark.parametrize("name", USER_CELLS)
 @pytest.mark.parametrize("options", [dict(), dict(reverse=True), dict(remat=True),
-                                     dict(hoist_projection=False)])
+                                     dict(hoist_projection=False),
+                                     dict(hoist_projection=True)])
 def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
     cell = USER_CELLS[name]
     params, xs = _case(cell)

@@ -62,7 +62,8 @@ def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, revers
 
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize(
-    "options", [dict(hoist_projection=False), dict(remat=True), dict(unroll=3)],
+    "options", [dict(hoist_projection=False), dict(hoist_projection=True), dict(remat=True),
+                dict(unroll=3)],
 )
 def test_unroll_options_give_equal_results(name, options):
     cell = CELLS[name]
@@ -70,6 +71,18 @@ def test_unroll_options_give_equal_results(name, options):
     assert_trees_close(gr.unroll(cell, params, xs, **options), gr.unroll(cell, params, xs))
     grad = jax.grad(lambda p, **kw: gr.unroll(cell, p, xs, **kw)[1].sum())
     assert_trees_close(grad(params, **options), grad(params))
+
+
+def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
+    from gatedrnn.unroll import resolve_hoist
+    assert resolve_hoist("auto") is (jax.default_backend() != "cpu")
+    assert resolve_hoist(True) is True and resolve_hoist(np.bool_(False)) is False
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+    # the default is "auto": the jaxpr shows where the input matmul went
+    hoisted = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, hoist_projection=True))(params))
+    default = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs))(params))
+    assert (default == hoisted) is resolve_hoist("auto")
 
 
 def test_time_major_equals_batch_major():

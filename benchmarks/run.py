@@ -1,0 +1,492 @@
+"""Speed and memory of gatedrnn's cells against Flax, Equinox and PyTorch.
+
+Question: how fast are ``gr.rnn``, ``gr.lstm`` and ``gr.gru`` under ``gr.unroll``, forward
+and forward+backward (``jax.grad`` of ``sum(ys ** 2)`` with respect to the params), against
+the peers a researcher would otherwise use on the same machine: Flax linen ``nn.RNN`` over
+``SimpleCell`` / ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell``, Equinox's ``LSTMCell`` /
+``GRUCell`` under ``lax.scan`` (vmapped over the batch, as its docs show), and
+``torch.nn.RNN/LSTM/GRU`` (all cores, in a process of its own: ``torch_peer.py``)? And
+how close to the machine's float32 matmul peak do they get? Besides the cells: compile time
+against the sequence length, peak memory of a long sequence with and without ``remat``, a
+2-layer bidirectional LSTM with ``lengths`` against PyTorch's packed sequences, and a
+``gr.train`` step against a hand-written optax loop on the same model.
+
+Command: ``python benchmarks/run.py`` (about 15 minutes on a 2-core CPU);
+``--quick`` is a one-minute smoke run at toy sizes (what the tests run). Every JAX timing is
+the median of ``--repeats`` repetitions interleaved across the compared functions (a slow
+period of the machine hits them all), after one call that compiles and warms up; PyTorch's
+are medians of as many repetitions in their own process, right after. Peers that are not
+installed are left out and named in the report (``pip install equinox``; PyTorch:
+``pip install torch==2.13.0``).
+
+Writes to ``--out-dir`` (default ``benchmarks/``): ``results.json`` (every number, the
+machine, versions and command), ``ratios.png`` (each peer's time over gatedrnn's: above 1,
+gatedrnn is faster) and the section between the ``run.py`` markers of ``RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gatedrnn as gr
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.timing import interleaved, matmul_peak, unroll_flops  # noqa: E402
+
+BEGIN, END = "<!-- run.py:begin -->", "<!-- run.py:end -->"
+
+# (label, B, T, I, H): the shapes issue 11 names; the cells run at each
+SHAPES = {
+    "paper": [("throughput", 64, 256, 64, 256), ("throughput", 256, 100, 128, 512),
+              ("latency", 1, 1000, 1, 128)],
+    "quick": [("throughput", 8, 16, 8, 16), ("latency", 1, 40, 1, 8)],
+}
+KINDS = ("rnn", "lstm", "gru")
+
+
+def _installed(name: str) -> bool:
+    """Whether ``name`` can be imported (without importing it: PyTorch's threads stay out
+    of this process)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _sum_sq(ys) -> jax.Array:
+    return jnp.sum(ys ** 2)
+
+
+def gatedrnn_fns(kind: str, xs: jax.Array, key, H: int, **options) -> tuple:
+    """``(forward, forward+backward)`` zero-argument callables for ``gr.<kind>(H)`` unrolled
+    over ``xs [B, T, I]`` with ``options`` passed to :func:`gatedrnn.unroll`."""
+    cell = getattr(gr, kind)(H)
+    params = cell.init(key, xs.shape[-1])
+    fwd = jax.jit(lambda p, x: gr.unroll(cell, p, x, **options)[1])
+    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(gr.unroll(cell, p, x, **options)[1])))
+    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+
+
+def flax_fns(cell_cls, xs: jax.Array, key, H: int) -> tuple:
+    """The same for ``flax.linen.RNN(cell_cls(H))``."""
+    import flax.linen as nn
+
+    model = nn.RNN(cell_cls(H))
+    params = model.init(key, xs)
+    fwd = jax.jit(model.apply)
+    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(model.apply(p, x))))
+    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+
+
+def equinox_fns(kind: str, xs: jax.Array, key, H: int) -> tuple:
+    """The same for an Equinox cell under ``lax.scan``, vmapped over the batch."""
+    import equinox as eqx
+
+    cls = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[kind]
+    params, static = eqx.partition(cls(xs.shape[-1], H, key=key), eqx.is_array)
+    zeros = jnp.zeros((xs.shape[0], H), jnp.result_type(xs, *jax.tree.leaves(params)))
+    carry = (zeros, zeros) if kind == "lstm" else zeros
+
+    def run(p, x):
+        cell = jax.vmap(eqx.combine(p, static))
+
+        def body(c, x_t):
+            c = cell(x_t, c)
+            return c, c[0] if kind == "lstm" else c
+
+        return jax.lax.scan(body, carry, jnp.swapaxes(x, 0, 1))[1]
+
+    fwd = jax.jit(run)
+    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(run(p, x))))
+    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+
+
+def torch_times(what: str, *args) -> dict[str, float]:
+    """Median seconds from ``benchmarks/torch_peer.py`` in a process of its own (why: its
+    docstring), or ``{}`` without PyTorch."""
+    if not _installed("torch"):
+        return {}
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("torch_peer.py")), what,
+         *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def peers(kind: str, xs: jax.Array, key, H: int) -> dict[str, tuple]:
+    """Every installed JAX peer's ``(forward, forward+backward)`` for ``kind``."""
+    import flax.linen as nn
+
+    out = {}
+    for name, cls in {"rnn": [("SimpleCell", nn.SimpleCell)],
+                      "lstm": [("LSTMCell", nn.LSTMCell),
+                               ("OptimizedLSTMCell", nn.OptimizedLSTMCell)],
+                      "gru": [("GRUCell", nn.GRUCell)]}[kind]:
+        out[f"flax {name}"] = flax_fns(cls, xs, key, H)
+    if kind != "rnn" and _installed("equinox"):
+        out[f"equinox {kind.upper()}Cell"] = equinox_fns(kind, xs, key, H)
+    return out
+
+
+def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
+    """Forward and forward+backward times of every cell at every shape, with our variants
+    (the default arguments, and each choice of ``hoist_projection``) and the peers: the JAX
+    ones interleaved in this process, PyTorch in its own."""
+    rows = []
+    for label, B, T, I, H in shapes:
+        key = jax.random.key(0)
+        xs = jax.random.normal(key, (B, T, I), jnp.float32)
+        for kind in KINDS:
+            start = time.perf_counter()
+            cell = getattr(gr, kind)(H)
+            params = cell.init(key, I)
+            fns = {"gatedrnn": gatedrnn_fns(kind, xs, key, H),
+                   "gatedrnn hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=True),
+                   "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H,
+                                                        hoist_projection=False)}
+            fns.update(peers(kind, xs, key, H))
+            row = {"label": label, "cell": kind, "B": B, "T": T, "I": I, "H": H}
+            torch = torch_times("cell", kind, B, T, I, H, repeats)
+            for mode, index, backward in (("forward", 0, False), ("forward+backward", 1, True)):
+                times = {n: t["median"] for n, t in
+                         interleaved({n: f[index] for n, f in fns.items()}, repeats).items()}
+                if mode in torch:
+                    times[f"torch nn.{kind.upper()}"] = torch[mode]
+                flop = unroll_flops(cell, params, B, T, I, backward=backward)
+                row[mode] = {
+                    "ms": {n: 1e3 * t for n, t in times.items()},
+                    "flops": flop,
+                    "gflops": {n: flop / t / 1e9 for n, t in times.items()},
+                }
+            rows.append(row)
+            log(f"{kind} B={B} T={T} I={I} H={H}: fwd+bwd "
+                + ", ".join(f"{n} {v:.1f} ms" for n, v in row["forward+backward"]["ms"].items())
+                + f" ({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+def compile_times(sizes: dict, log) -> dict:
+    """Seconds to lower and compile forward+backward of the LSTM at each sequence length."""
+    out = {}
+    B, I, H = sizes["batch"], sizes["input"], sizes["hidden"]
+    cell = gr.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    for T in sizes["lengths"]:
+        xs = jnp.zeros((B, T, I))
+        fn = jax.grad(lambda p, x: _sum_sq(gr.unroll(cell, p, x)[1]))
+        start = time.perf_counter()
+        jax.jit(fn).lower(params, xs).compile()
+        out[str(T)] = time.perf_counter() - start
+        log(f"compile T={T}: {out[str(T)]:.2f} s")
+    return out
+
+
+_MEMORY_PROGRAM = r"""
+import json, resource, sys, time
+import numpy as np
+which, B, T, I, H = sys.argv[1], *map(int, sys.argv[2:6])
+x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+if which == "torch":
+    import torch
+    module = torch.nn.LSTM(I, H, batch_first=True)
+    run = lambda: (module(torch.from_numpy(x))[0] ** 2).sum().backward()
+else:
+    import jax, jax.numpy as jnp
+    import gatedrnn as gr
+    cell = gr.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    remat = {"remat": True, "default": False}[which]
+    grad = jax.grad(lambda p, x: jnp.sum(gr.unroll(cell, p, x, remat=remat)[1] ** 2))
+    xs = jnp.asarray(x)
+    compiled = jax.jit(grad).lower(params, xs).compile()  # compiling is in the baseline
+    run = lambda: jax.block_until_ready(compiled(params, xs))
+    xla_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+run()
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mib": (after - before) / 1024, "seconds": seconds,
+                  "xla_temp_mib": None if which == "torch" else xla_mib}))
+"""
+
+
+def memory(sizes: dict, log) -> dict:
+    """Growth of the peak resident memory (MiB) over one LSTM forward+backward in a fresh
+    process, for gatedrnn with and without ``remat`` and for ``torch.nn.LSTM``, with the
+    wall time of that call, and for gatedrnn the temporary buffers XLA planned for the
+    program. The growth counts every framework alike but misses a run whose peak stays below
+    what compiling already took; XLA's plan is exact for JAX."""
+    out = {}
+    args = [str(sizes[k]) for k in ("batch", "length", "input", "hidden")]
+    for which in ("default", "remat") + (("torch",) if _installed("torch") else ()):
+        result = subprocess.run([sys.executable, "-c", _MEMORY_PROGRAM, which, *args],
+                                capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).parents[1])
+        out[which] = json.loads(result.stdout.strip().splitlines()[-1])
+        log(f"memory {which}: {out[which]['peak_mib']:.0f} MiB, {out[which]['seconds']:.2f} s")
+    return out
+
+
+def bidirectional_case(sizes: dict, repeats: int, log) -> dict:
+    """A 2-layer bidirectional LSTM over padded sequences with ``lengths``, forward+backward:
+    ``gr.stack`` of ``gr.bidirectional`` against ``torch.nn.LSTM(num_layers=2,
+    bidirectional=True)`` over ``pack_padded_sequence`` (see ``torch_peer.py``)."""
+    B, T, I, H = (sizes[k] for k in ("batch", "length", "input", "hidden"))
+    key = jax.random.key(0)
+    xs = jax.random.normal(key, (B, T, I))
+    lengths = jnp.asarray(np.linspace(T // 2, T, B).astype(np.int32))
+    layer = gr.stack([gr.bidirectional(gr.lstm(H), gr.lstm(H)),
+                      gr.bidirectional(gr.lstm(H), gr.lstm(H))])
+    params = layer.init(key, I)
+    grad = jax.jit(jax.grad(
+        lambda p, x, n: _sum_sq(gr.unroll(layer, p, x, lengths=n)[1])))
+    ms = {"gatedrnn": 1e3 * interleaved({"gatedrnn": lambda: grad(params, xs, lengths)},
+                                         repeats)["gatedrnn"]["median"]}
+    torch = torch_times("bidirectional", B, T, I, H, repeats)
+    if torch:
+        ms["torch nn.LSTM"] = 1e3 * torch["forward+backward"]
+    out = {"ms": ms, **sizes}
+    log(f"bidirectional: {out['ms']}")
+    return out
+
+
+def train_step_case(sizes: dict, repeats: int, log) -> dict:
+    """Milliseconds per optimiser step of ``gr.train`` (its ``Trainer.run`` over one chunk
+    of ``steps`` steps, with its one evaluation) against a hand-written ``lax.scan`` over
+    the same steps: the same model, task batches and Adam, without the non-finite guards."""
+    import optax
+
+    steps = sizes["steps"]
+    task = gr.tasks.adding(sizes["length"])
+    config = gr.train.Config(cell=gr.lstm(sizes["hidden"]), task=task, steps=steps,
+                             eval_every=steps, batch_size=sizes["batch"], eval_batch_size=32)
+    trainer = gr.train.make_trainer(config)
+    state, _ = trainer.init(jax.random.key(0))
+    run = jax.jit(trainer.run, static_argnums=1)
+    model, tx = trainer.model, gr.train.make_optimizer(config)
+
+    def hand(params):
+        def step(carry, key):
+            params, opt_state = carry
+            xs, targets = task.sample(key, sizes["batch"])[:2]
+            grads = jax.grad(lambda p: task.loss(model.apply(p, xs), targets))(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        keys = jax.random.split(jax.random.key(1), steps)
+        return jax.lax.scan(step, (params, tx.init(params)), keys)[0]
+
+    hand = jax.jit(hand)
+    times = interleaved({"gr.train": lambda: run(state, 1),
+                         "hand-written": lambda: hand(state.params)}, repeats)
+    out = {"ms_per_step": {k: 1e3 * v["median"] / steps for k, v in times.items()}, **sizes}
+    log(f"train step: {out['ms_per_step']}")
+    return out
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    versions = {name: _version(name)
+                for name in ("jax", "jaxlib", "flax", "optax", "equinox", "torch", "numpy")}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "devices": [str(d) for d in jax.devices()],
+            "versions": versions}
+
+
+def _ratio_text(ms: dict) -> tuple[str, str, float]:
+    """(fastest peer, its ms, peer time over gatedrnn's) from a case's times."""
+    peer = min((n for n in ms if not n.startswith("gatedrnn")), key=ms.get)
+    return peer, f"{ms[peer]:.1f}", ms[peer] / ms["gatedrnn"]
+
+
+def report(results: dict) -> str:
+    """The markdown section of RESULTS.md for one run."""
+    m = results["machine"]
+    lines = [
+        f"## The suite (`benchmarks/run.py`): {m['date']}",
+        "",
+        f"**{m['cpu']}, {m['cores']} cores** ({', '.join(m['devices'])}), Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + f"; PyTorch with its default threads. Command: `{results['command']}`. "
+        f"float32 matmul peak (`jnp.dot` 1024^3, the best of {len(results['peak_measurements'])}"
+        f" at the start and end): {results['peak_gflops']:.0f} GFLOP/s. "
+        f"Medians of {results['repeats']} interleaved repetitions; raw numbers in "
+        "`results.json`. Ratio: the fastest peer's time over gatedrnn's default (above 1, "
+        "gatedrnn is faster). Not installed, so not measured: "
+        + (", ".join(results["missing"]) or "none") + ".",
+        "",
+        "![each peer's time over gatedrnn's](ratios.png)",
+        "",
+    ]
+    for mode in ("forward+backward", "forward"):
+        lines += [f"### {mode}, ms (GFLOP/s, share of the matmul peak for gatedrnn)", "",
+                  "| cell | B, T, I, H | gatedrnn | hoisted | not hoisted | fastest peer | "
+                  "its ms | ratio | every peer, ms |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in results["cells"]:
+            r = row[mode]
+            ms = r["ms"]
+            peer, peer_ms, ratio = _ratio_text(ms)
+            others = "; ".join(f"{n} {v:.1f}" for n, v in ms.items()
+                               if not n.startswith("gatedrnn"))
+            per_step = (f" ({1e3 * ms['gatedrnn'] / row['T']:.1f} us/step)"
+                        if row["label"] == "latency" else "")
+            share = 100 * r["gflops"]["gatedrnn"] / results["peak_gflops"]
+            lines.append(
+                f"| {row['cell']} | {row['B']}, {row['T']}, {row['I']}, {row['H']} | "
+                f"{ms['gatedrnn']:.1f}{per_step} ({r['gflops']['gatedrnn']:.0f}, "
+                f"{share:.0f}%) | {ms['gatedrnn hoisted']:.1f} | "
+                f"{ms['gatedrnn not hoisted']:.1f} | {peer} | {peer_ms} | {ratio:.2f}x | "
+                f"{others} |")
+        lines.append("")
+    c = results["compile"]
+    lengths = list(c)
+    lines += ["### Compile time, LSTM forward+backward", "",
+              " | ".join(f"T={t}: {c[t]:.2f} s" for t in lengths)
+              + f" (ratio {c[lengths[-1]] / c[lengths[0]]:.2f}x).", ""]
+    mem = results["memory"]
+    s = results["memory_sizes"]
+    lines += [f"### Peak memory, LSTM forward+backward, B={s['batch']}, T={s['length']}, "
+              f"I={s['input']}, H={s['hidden']}", "",
+              "Growth of the peak resident memory over one call in a fresh process (after "
+              "compiling, so a run that stays below compilation's peak shows 0), and the "
+              "temporary buffers XLA planned for the program.", "",
+              "| run | peak RSS growth, MiB | XLA temporaries, MiB | seconds |",
+              "|---|---|---|---|"]
+    lines += [f"| {k} | {v['peak_mib']:.0f} | "
+              + ("-" if v.get("xla_temp_mib") is None else f"{v['xla_temp_mib']:.0f}")
+              + f" | {v['seconds']:.2f} |" for k, v in mem.items()]
+    bi, tr = results["bidirectional"], results["train_step"]
+    lines += ["", f"### 2-layer bidirectional LSTM with lengths, forward+backward, B="
+              f"{bi['batch']}, T={bi['length']}, I={bi['input']}, H={bi['hidden']}", "",
+              ", ".join(f"{k}: {v:.1f} ms" for k, v in bi["ms"].items()) + ".", "",
+              f"### Training step, LSTM H={tr['hidden']} on the adding problem T="
+              f"{tr['length']}, batch {tr['batch']}, {tr['steps']} steps", "",
+              ", ".join(f"{k}: {v:.2f} ms/step" for k, v in tr["ms_per_step"].items())
+              + f" (ratio {tr['ms_per_step']['gr.train'] / tr['ms_per_step']['hand-written']:.2f}"
+              "x).", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bar chart: each peer's forward+backward time over gatedrnn's, per cell and shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["cells"]
+    names = sorted({n for r in rows for n in r["forward+backward"]["ms"]
+                    if not n.startswith("gatedrnn")})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4), layout="constrained")
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        xs, heights = [], []
+        for i, row in enumerate(rows):
+            ms = row["forward+backward"]["ms"]
+            if name in ms:
+                xs.append(i + j * width)
+                heights.append(ms[name] / ms["gatedrnn"])
+        ax.bar(xs, heights, width, label=name)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", lw=1)
+    ax.axhline(1.25, color="black", lw=1, ls="--", label="target 1.25x")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
+                  [f"{r['cell']}\n{r['B']},{r['T']},{r['I']},{r['H']}" for r in rows],
+                  fontsize=8)
+    ax.set_ylabel("peer time / gatedrnn time (forward+backward)")
+    ax.legend(fontsize=7, ncols=2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Puts ``section`` between the markers of ``path``, leaving the rest of it as it was
+    (appended, with the markers, when they are not there)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes, for the tests")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repetitions per function (default 5, 2 with --quick)")
+    parser.add_argument("--out-dir", default=str(Path(__file__).parent))
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats = args.repeats or (2 if quick else 5)
+    if repeats < 1:
+        parser.error(f"--repeats must be at least 1; got {repeats}")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    # the best of several: one measurement can catch the machine busy (124 against 244
+    # GFLOP/s minutes apart, here); measured again at the end for the same reason
+    peaks = [matmul_peak(256 if quick else 1024) / 1e9 for _ in range(3)]
+    log(f"matmul peak: {max(peaks):.0f} GFLOP/s")
+    missing = [n for n in ("equinox", "torch") if not _installed(n)]
+    results = {
+        "machine": machine(), "command": "python benchmarks/run.py" + (" --quick" * quick),
+        "repeats": repeats, "missing": missing,
+        "cells": cell_cases(SHAPES["quick" if quick else "paper"], repeats, log),
+        "compile": compile_times({"batch": 4 if quick else 64, "input": 8 if quick else 64,
+                                  "hidden": 16 if quick else 256,
+                                  "lengths": [16, 256] if quick else [256, 4096]}, log),
+    }
+    results["memory_sizes"] = ({"batch": 4, "length": 64, "input": 8, "hidden": 16} if quick
+                               else {"batch": 64, "length": 4096, "input": 64, "hidden": 256})
+    results["memory"] = memory(results["memory_sizes"], log)
+    results["bidirectional"] = bidirectional_case(
+        {"batch": 4, "length": 16, "input": 8, "hidden": 16} if quick
+        else {"batch": 32, "length": 200, "input": 64, "hidden": 128}, repeats, log)
+    results["train_step"] = train_step_case(
+        {"batch": 8, "length": 20, "hidden": 16, "steps": 10} if quick
+        else {"batch": 64, "length": 100, "hidden": 128, "steps": 100}, repeats, log)
+    peaks += [matmul_peak(256 if quick else 1024) / 1e9 for _ in range(3)]
+    results["peak_gflops"], results["peak_measurements"] = max(peaks), peaks
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out_dir / "ratios.png")
+    write_section(out_dir / "RESULTS.md", report(results))
+    log(f"wrote {out_dir / 'results.json'}, {out_dir / 'ratios.png'} and "
+        f"{out_dir / 'RESULTS.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The benchmark suite runs end to end at toy size and its report agrees with its numbers.
+
+Speed is never asserted here: only that every case was measured and reported faithfully.
+"""
+
+import json
+import math
+
+import pytest
+from user_cells import USER_CELLS
+
+from benchmarks import run
+
+
+def test_write_section_replaces_its_own_block_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\nA hand-written section.\n")
+    run.write_section(path, "first")
+    run.write_section(path, "second")
+    text = path.read_text()
+    assert "A hand-written section." in text
+    assert text.count(run.BEGIN) == 1 and "second" in text and "first" not in text
+    run.write_section(tmp_path / "new.md", "only")
+    assert "only" in (tmp_path / "new.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return out, run.main(["--quick", "--out-dir", str(out)])
+
+
+@pytest.mark.slow
+def test_quick_suite_measures_every_case_and_peer(quick):
+    out, results = quick
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert (out / "ratios.png").stat().st_size > 0
+    cases = {(r["cell"], r["B"], r["T"]) for r in results["cells"]}
+    assert len(cases) == len(run.KINDS) * len(run.SHAPES["quick"])
+    for row in results["cells"]:
+        for mode in ("forward", "forward+backward"):
+            ms = row[mode]["ms"]
+            assert {"gatedrnn", "gatedrnn hoisted", "gatedrnn not hoisted"} <= set(ms)
+            assert any(name.startswith("flax") for name in ms)
+            assert ("torch" in results["missing"]) != any(n.startswith("torch") for n in ms)
+            assert all(math.isfinite(v) and v > 0 for v in ms.values())
+            assert row[mode]["flops"] > 0
+    assert set(results["compile"]) == {"16", "256"}
+    assert {"default", "remat"} <= set(results["memory"])
+    assert results["train_step"]["ms_per_step"]["gr.train"] > 0
+
+
+@pytest.mark.slow
+def test_quick_suite_report_states_the_numbers_of_results_json(quick):
+    out, results = quick
+    text = (out / "RESULTS.md").read_text()
+    assert text.count(run.BEGIN) == 1
+    for row in results["cells"]:
+        ms = row["forward+backward"]["ms"]
+        peer, peer_ms, ratio = run._ratio_text(ms)
+        assert ratio == pytest.approx(ms[peer] / ms["gatedrnn"])
+        line = next(line for line in text.splitlines()
+                    if line.startswith(f"| {row['cell']} | {row['B']}, {row['T']},"))
+        assert f"| {peer} | {peer_ms} | {ratio:.2f}x |" in line
+    assert f"{results['peak_gflops']:.0f} GFLOP/s" in text
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"] + [f"user:{n}" for n in USER_CELLS])
+def test_fused_backward_equals_jax_grad_for_shipped_and_user_cells(name):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import gatedrnn as gr
+    from benchmarks.fused_backward import fused_unroll
+
+    cell = USER_CELLS[name[5:]] if name.startswith("user:") else getattr(gr, name)(6)
+    k_p, k_x = jax.random.split(jax.random.key(0))
+    params = cell.init(k_p, 3)
+    xs = jax.random.normal(k_x, (4, 7, 3))
+
+    def grad(run):
+        return jax.grad(lambda p: jnp.sum(run(p)[1] ** 2) + jnp.sum(
+            jax.tree.leaves(run(p)[0])[0]))(params)
+
+    expected = grad(lambda p: gr.unroll(cell, p, xs))
+    got = grad(lambda p: fused_unroll(cell, p, xs))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
