@@ -16,7 +16,10 @@ Command: ``python benchmarks/fused_backward.py [--kind lstm] [--shape 64 256 64 
 (about a minute on a 2-core CPU). Prints the largest relative difference of the gradients
 from ``jax.grad`` of ``gr.unroll`` and the median times of both. Not used by the library:
 on the 2-core CPU it was slower (benchmarks/RESULTS.md), where moving the saved residuals
-costs more than the T small matmuls; it is kept to measure on an accelerator.
+costs more than the T small matmuls; it is kept to measure on an accelerator. Known gap:
+the tests' nested user cell (nested params, a NamedTuple carry) fails: ``jax.linearize``
+gives it another number of residuals in the scan body than in :func:`varying_outputs`'
+trace.
 """
 
 from __future__ import annotations
