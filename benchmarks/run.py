@@ -45,7 +45,7 @@ import numpy as np
 import gatedrnn as gr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from benchmarks.timing import interleaved, matmul_peak, unroll_flops  # noqa: E402
+from benchmarks.timing import interleaved, matmul_peak, time_run, unroll_flops  # noqa: E402
 
 BEGIN, END = "<!-- run.py:begin -->", "<!-- run.py:end -->"
 
@@ -75,14 +75,20 @@ def _sum_sq(ys) -> jax.Array:
     return jnp.sum(ys ** 2)
 
 
+def _timed_pair(run, params, xs: jax.Array) -> tuple:
+    """``(forward, forward+backward)`` zero-argument callables of ``run(params, xs) -> ys``:
+    the jitted outputs, and the jitted gradient of ``sum(ys ** 2)`` in the params."""
+    fwd = jax.jit(run)
+    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(run(p, x))))
+    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+
+
 def gatedrnn_fns(kind: str, xs: jax.Array, key, H: int, **options) -> tuple:
     """``(forward, forward+backward)`` zero-argument callables for ``gr.<kind>(H)`` unrolled
     over ``xs [B, T, I]`` with ``options`` passed to :func:`gatedrnn.unroll`."""
     cell = getattr(gr, kind)(H)
-    params = cell.init(key, xs.shape[-1])
-    fwd = jax.jit(lambda p, x: gr.unroll(cell, p, x, **options)[1])
-    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(gr.unroll(cell, p, x, **options)[1])))
-    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+    return _timed_pair(lambda p, x: gr.unroll(cell, p, x, **options)[1],
+                       cell.init(key, xs.shape[-1]), xs)
 
 
 def flax_fns(cell_cls, xs: jax.Array, key, H: int) -> tuple:
@@ -90,10 +96,7 @@ def flax_fns(cell_cls, xs: jax.Array, key, H: int) -> tuple:
     import flax.linen as nn
 
     model = nn.RNN(cell_cls(H))
-    params = model.init(key, xs)
-    fwd = jax.jit(model.apply)
-    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(model.apply(p, x))))
-    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+    return _timed_pair(model.apply, model.init(key, xs), xs)
 
 
 def equinox_fns(kind: str, xs: jax.Array, key, H: int) -> tuple:
@@ -114,9 +117,7 @@ def equinox_fns(kind: str, xs: jax.Array, key, H: int) -> tuple:
 
         return jax.lax.scan(body, carry, jnp.swapaxes(x, 0, 1))[1]
 
-    fwd = jax.jit(run)
-    grad = jax.jit(jax.grad(lambda p, x: _sum_sq(run(p, x))))
-    return (lambda: fwd(params, xs)), (lambda: grad(params, xs))
+    return _timed_pair(run, params, xs)
 
 
 def torch_times(what: str, *args) -> dict[str, float]:
@@ -258,8 +259,7 @@ def bidirectional_case(sizes: dict, repeats: int, log) -> dict:
     params = layer.init(key, I)
     grad = jax.jit(jax.grad(
         lambda p, x, n: _sum_sq(gr.unroll(layer, p, x, lengths=n)[1])))
-    ms = {"gatedrnn": 1e3 * interleaved({"gatedrnn": lambda: grad(params, xs, lengths)},
-                                         repeats)["gatedrnn"]["median"]}
+    ms = {"gatedrnn": 1e3 * time_run(grad, params, xs, lengths, repeats=repeats)}
     torch = torch_times("bidirectional", B, T, I, H, repeats)
     if torch:
         ms["torch nn.LSTM"] = 1e3 * torch["forward+backward"]

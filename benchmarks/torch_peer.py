@@ -24,6 +24,8 @@ import torch
 
 
 def median_seconds(fn, repeats: int) -> float:
+    # not benchmarks.timing.time_run: that module imports JAX, whose threads this process
+    # exists to keep away from PyTorch's
     fn()
     times = []
     for _ in range(repeats):
