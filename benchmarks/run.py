@@ -439,6 +439,25 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def check_out_dir(out: Path) -> None:
+    """Refuses (SystemExit, before anything is measured) an ``--out-dir`` that is a file, or
+    that holds a ``results.json`` or ``ratios.png`` not written by this script: those two are
+    replaced whole, so only this script's own are. ``RESULTS.md`` is safe anyway: only the
+    section between the markers is rewritten."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out-dir {out} is a file, not a folder")
+    try:
+        ours = json.loads((out / "results.json").read_text())["command"].startswith(
+            "python benchmarks/run.py")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ours = False
+    present = [n for n in ("results.json", "ratios.png") if (out / n).exists()]
+    if present and not ours:
+        raise SystemExit(f"--out-dir {out} holds {present}, not written by benchmarks/run.py "
+                         "(its results.json records the command); they would be overwritten. "
+                         "Choose another --out-dir")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes, for the tests")
@@ -447,10 +466,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out-dir", default=str(Path(__file__).parent))
     args = parser.parse_args(argv)
     quick = args.quick
-    repeats = args.repeats or (2 if quick else 5)
+    repeats = args.repeats if args.repeats is not None else (2 if quick else 5)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1; got {repeats}")
     out_dir = Path(args.out_dir)
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def log(line: str) -> None:

@@ -24,6 +24,20 @@ def test_write_section_replaces_its_own_block_and_keeps_the_rest(tmp_path):
     assert "only" in (tmp_path / "new.md").read_text()
 
 
+def test_an_out_dir_with_files_of_someone_else_is_refused_before_anything_runs(tmp_path):
+    mine = tmp_path / "results.json"
+    mine.write_text('{"my": "numbers"}')
+    with pytest.raises(SystemExit, match=r"holds \['results.json'\], not written by"):
+        run.main(["--quick", "--out-dir", str(tmp_path)])
+    assert mine.read_text() == '{"my": "numbers"}'
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        run.main(["--quick", "--out-dir", str(tmp_path / "file")])
+    with pytest.raises(SystemExit):
+        run.main(["--quick", "--repeats", "0", "--out-dir", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
