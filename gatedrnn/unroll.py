@@ -7,6 +7,7 @@ Everything here works time-major internally (``[T, *B, F]``), the layout ``lax.s
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -45,13 +46,44 @@ def resolve_hoist(hoist_projection: bool | str) -> bool:
         raise TypeError(f"hoist_projection must be True, False or 'auto'; got "
                         f"{type(hoist_projection).__name__} {hoist_projection!r}")
     return bool(hoist_projection)
+
+
+# remat="auto" checkpoints when the carries of one run would take at least this many bytes
+# (the residuals autodiff stores per step are a few times the carry: 3648 MiB of XLA
+# temporaries for the LSTM at B=64, T=4096, H=256, whose carries take 512 MiB). Below it,
+# recomputing cost 1.1-1.3x the time at the benchmarked shapes for little memory saved; at
+# that T=4096 shape it cost 1.02x and cut the temporaries 6x (benchmarks/RESULTS.md).
+REMAT_AUTO_BYTES = 2**28
+
+
+def resolve_remat(remat: bool | int | str, carry: Any, num_steps: int) -> int:
+    """The number of steps between saved carries that :func:`unroll` uses for ``remat``: 0
+    for none (store every step's residuals), ``k >= 1`` to save the carry every ``k`` steps
+    and recompute the steps between in the backward pass. ``True`` is 1; ``"auto"`` is
+    ``ceil(sqrt(T))`` (memory ``O(sqrt(T))`` carries, one extra forward pass of compute;
+    Chen et al. 2016, "Training deep nets with sublinear memory cost") when the ``T``
+    carries of the run take at least ``REMAT_AUTO_BYTES``, else 0."""
+    if isinstance(remat, str) and remat == "auto":
+        carry_bytes = sum(leaf.size * jnp.dtype(leaf.dtype).itemsize
+                          for leaf in jax.tree.leaves(carry))
+        if num_steps * carry_bytes < REMAT_AUTO_BYTES:
+            return 0
+        return math.isqrt(max(num_steps - 1, 0)) + 1
+    if isinstance(remat, (bool, np.bool_)):
+        return int(remat)
+    if isinstance(remat, (int, np.integer)) and remat >= 1:
+        return int(remat)
+    raise ValueError(f"remat must be True, False, a positive int (steps between saved carries) "
+                     f"or 'auto'; got {type(remat).__name__} {remat!r}")
+
+
 # Full unrolling compiles one copy of the step per time step: T=500 took 92 s on 2 cores.
 MAX_FULL_UNROLL = 256
 
 
 class _Options(NamedTuple):
     unroll: int | bool
-    remat: bool
+    remat: bool | int | str
     hoist_projection: bool
     method: str
 
@@ -463,12 +495,39 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
                 y_t = jnp.where(_expand(valid, y_t), y_t, jnp.zeros_like(y_t))
             return carry_t, y_t
 
-        if opts.remat:
-            body = jax.checkpoint(body)
-        carry, ys = jax.lax.scan(body, carry, (inputs, jnp.arange(xs.shape[0]), resets),
-                                 reverse=flip, unroll=opts.unroll)
+        carry, ys = _checkpointed_scan(body, carry, (inputs, jnp.arange(xs.shape[0]), resets),
+                                       resolve_remat(opts.remat, carry, xs.shape[0]), flip,
+                                       opts.unroll)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
+    return carry, ys
+
+
+def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll):
+    """``lax.scan(body, carry, inputs)`` that keeps, for the backward pass, only the carry
+    entering every ``every``-th step (all residuals when ``every`` is 0) and recomputes the
+    steps between. The steps are split into whole segments of ``every`` steps, scanned as an
+    outer scan over ``jax.checkpoint``-ed inner scans, and a shorter last segment."""
+    if every <= 1:
+        return jax.lax.scan(jax.checkpoint(body) if every else body, carry, inputs,
+                            reverse=reverse, unroll=unroll)
+    num_steps = jax.tree.leaves(inputs)[0].shape[0]
+    split = num_steps - num_steps % every
+
+    @jax.checkpoint
+    def segment(carry, segment_inputs):
+        return jax.lax.scan(body, carry, segment_inputs, reverse=reverse, unroll=unroll)
+
+    head = jax.tree.map(lambda v: v[:split].reshape(-1, every, *v.shape[1:]), inputs)
+    tail = jax.tree.map(lambda v: v[split:], inputs)
+    if reverse and split < num_steps:
+        carry, ys_tail = segment(carry, tail)
+    carry, ys = jax.lax.scan(segment, carry, head, reverse=reverse)
+    ys = jax.tree.map(lambda v: v.reshape(split, *v.shape[2:]), ys)
+    if split < num_steps:
+        if not reverse:
+            carry, ys_tail = segment(carry, tail)
+        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
     return carry, ys
 
 
@@ -566,7 +625,7 @@ def unroll(
     resets: Bool[ArrayLike, "*B T"] | None = None,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool = False,
+    remat: bool | int | str = "auto",
     key: PRNGKeyArray | None = None,
     hoist_projection: bool | str = "auto",
     method: str = "sequential",
@@ -617,8 +676,14 @@ def unroll(
         time_major: ``xs`` and ``ys`` have time first.
         unroll: ``lax.scan``'s loop unrolling factor (``True``, full unrolling, is refused
             above ``MAX_FULL_UNROLL = 256`` steps: it compiles for minutes).
-        remat: wrap the scan body in ``jax.checkpoint`` (recompute in the backward pass
-            instead of storing per-step intermediates).
+        remat: what the backward pass recomputes instead of storing (the results are the
+            same): ``False`` stores every step's intermediates; ``k`` (an int) stores only
+            the carry every ``k`` steps and recomputes the steps between (``True`` is 1:
+            ``jax.checkpoint`` of each step); ``"auto"`` is ``ceil(sqrt(T))`` when the
+            ``T`` carries of the run take at least ``REMAT_AUTO_BYTES`` (256 MiB: e.g. an
+            LSTM with B=64, H=256 from T=2048 on), else ``False``. Decided from the
+            shapes unroll sees: under ``jax.vmap`` that is one member's, so a vmapped
+            sweep may want ``remat`` set by hand (see :func:`resolve_remat`).
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
         hoist_projection: compute the input projection outside the scan (``True``), inside
@@ -639,13 +704,13 @@ def unroll(
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    for name, value in (("reverse", reverse), ("time_major", time_major), ("remat", remat),
-                        ("checks", checks)):
+    for name, value in (("reverse", reverse), ("time_major", time_major), ("checks", checks)):
         validate.flag(value, name)
     if unroll is not True and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
         raise ValueError(f"unroll must be a positive int or True; got {unroll!r}")
     validate.key(key)
+    resolve_remat(remat, (), 0)
     check_inputs(cell, params, xs)
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
@@ -712,5 +777,6 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 __all__ = [
     "Bidirectional", "BidirectionalCarry", "MERGES", "METHODS", "Stack", "bidirectional",
-    "check_layer", "check_params", "reverse_valid", "stack", "unroll",
+    "REMAT_AUTO_BYTES", "check_layer", "check_params", "resolve_hoist", "resolve_remat",
+    "reverse_valid", "stack", "unroll",
 ]

@@ -331,6 +331,9 @@ def test_a_checked_training_run_stops_at_the_first_nan():
     (dict(hoist_projection="yes"), TypeError,
      "hoist_projection must be True, False or 'auto'; got str 'yes'"),
     (dict(unroll=0), ValueError, "unroll must be a positive int or True; got 0"),
+    (dict(remat=0), ValueError, r"remat must be True, False, a positive int \(steps between "
+                                r"saved carries\) or 'auto'; got int 0"),
+    (dict(remat="sqrt"), ValueError, "remat must be .* or 'auto'; got str 'sqrt'"),
     (dict(key=3), TypeError, r"key must be a PRNG key from jax.random.key\(seed\); got int"),
 ])
 def test_unroll_options_of_the_wrong_kind_are_refused(kw, error, match):

@@ -24,6 +24,7 @@ def _case(layer, batch_shape=(4,), seed=0):
 
 @pytest.mark.parametrize("name", USER_CELLS)
 @pytest.mark.parametrize("options", [dict(), dict(reverse=True), dict(remat=True),
+                                     dict(remat=3), dict(remat=3, reverse=True),
                                      dict(hoist_projection=False),
                                      dict(hoist_projection=True)])
 def test_user_cells_unroll_as_a_python_loop_of_step(name, options):

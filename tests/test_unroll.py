@@ -63,7 +63,7 @@ def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, revers
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize(
     "options", [dict(hoist_projection=False), dict(hoist_projection=True), dict(remat=True),
-                dict(unroll=3)],
+                dict(remat=False), dict(remat=4, unroll=3), dict(unroll=3)],
 )
 def test_unroll_options_give_equal_results(name, options):
     cell = CELLS[name]
@@ -83,6 +83,47 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
     hoisted = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, hoist_projection=True))(params))
     default = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs))(params))
     assert (default == hoisted) is resolve_hoist("auto")
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("remat", [3, 4])  # T=9: without and with a shorter last segment
+@pytest.mark.parametrize("direction", ["forward", "reverse", "reverse_lengths", "resets"])
+def test_remat_segments_equal_storing_every_step(name, remat, direction):
+    cell = CELLS[name]
+    params, xs = _case(cell, (3,))
+    options = {
+        "forward": {}, "reverse": dict(reverse=True),
+        "reverse_lengths": dict(reverse=True, lengths=jnp.array([9, 4, 0])),
+        "resets": dict(resets=jnp.zeros((3, T), bool).at[:, 3].set(True).at[1, 7].set(True)),
+    }[direction]
+    run = jax.jit(lambda p, x, k: gr.unroll(cell, p, x, remat=k, **options)[1] ** 2,
+                  static_argnums=2)
+    assert_trees_close(run(params, xs, remat), run(params, xs, False))
+    grad = jax.grad(lambda p, x, k: run(p, x, k).sum(), argnums=(0, 1))
+    assert_trees_close(grad(params, xs, remat), grad(params, xs, False))
+
+
+def test_remat_auto_checkpoints_every_sqrt_t_steps_above_the_size(monkeypatch):
+    import importlib
+    unroll_module = importlib.import_module("gatedrnn.unroll")  # gr.unroll is the function
+    from gatedrnn.unroll import REMAT_AUTO_BYTES, resolve_remat
+    carry = (jnp.zeros((64, 256), jnp.float32),) * 2  # an LSTM's, B=64, H=256: 128 KiB
+    assert resolve_remat("auto", carry, REMAT_AUTO_BYTES // 2**17 - 1) == 0
+    assert resolve_remat("auto", carry, 2048) == 46  # ceil(sqrt(2048))
+    assert resolve_remat("auto", carry, 4096) == 64
+    assert (resolve_remat(True, carry, 10), resolve_remat(False, carry, 10)) == (1, 0)
+    assert resolve_remat(np.int64(5), carry, 10) == 5
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+
+    def jaxpr(**kw):
+        return str(jax.make_jaxpr(jax.grad(
+            lambda p: gr.unroll(cell, p, xs, **kw)[1].sum()))(params))
+
+    # the default is "auto", below the size nothing is recomputed
+    assert jaxpr() == jaxpr(remat=False) != jaxpr(remat=3)
+    monkeypatch.setattr(unroll_module, "REMAT_AUTO_BYTES", 1)
+    assert jaxpr() == jaxpr(remat=3)  # ceil(sqrt(9)) = 3
 
 
 def test_time_major_equals_batch_major():
