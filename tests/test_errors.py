@@ -245,6 +245,19 @@ def test_a_gradient_whose_square_overflows_is_not_a_false_nonfinite_alarm():
     assert np.isnan(gr.diagnostics.tree_norm({"a": jnp.array([1.0, jnp.nan])}))
 
 
+def test_a_training_step_whose_gradient_norm_overflows_is_not_counted_as_nonfinite():
+    # every gradient entry is finite, and its square overflows the params' dtype
+    def loss_fn(params, model, batch, key):
+        leaves = jax.tree.leaves(params["readout"])
+        big = 10 * float(jnp.finfo(leaves[0].dtype).max) ** 0.5
+        return big * sum(jnp.sum(leaf) for leaf in leaves), {}
+
+    metrics = jax.jit(gr.train.make_train(_train_config(loss_fn=loss_fn)))(
+        jax.random.key(0)).metrics
+    np.testing.assert_array_equal(metrics["nonfinite_steps"], [0, 0])
+    assert np.isposinf(metrics["grad_norm"]).all()
+
+
 def test_skipped_steps_are_counted():
     result = jax.jit(gr.train.make_train(_train_config()))(jax.random.key(0))
     np.testing.assert_array_equal(result.metrics["nonfinite_steps"], [0, 0])
