@@ -52,7 +52,7 @@ def resolve_hoist(hoist_projection: bool | str) -> bool:
 # (the residuals autodiff stores per step are a few times the carry: 3648 MiB of XLA
 # temporaries for the LSTM at B=64, T=4096, H=256, whose carries take 512 MiB). Below it,
 # recomputing cost 1.1-1.3x the time at the benchmarked shapes for little memory saved; at
-# that T=4096 shape it cost 1.02x and cut the temporaries 6x (benchmarks/RESULTS.md).
+# that T=4096 shape it cost 1.0-1.1x and cut the temporaries 6x (benchmarks/RESULTS.md).
 REMAT_AUTO_BYTES = 2**28
 
 
@@ -64,7 +64,7 @@ def resolve_remat(remat: bool | int | str, carry: Any, num_steps: int) -> int:
     Chen et al. 2016, "Training deep nets with sublinear memory cost") when the ``T``
     carries of the run take at least ``REMAT_AUTO_BYTES``, else 0."""
     if isinstance(remat, str) and remat == "auto":
-        carry_bytes = sum(leaf.size * jnp.dtype(leaf.dtype).itemsize
+        carry_bytes = sum(np.size(leaf) * jnp.dtype(jnp.result_type(leaf)).itemsize
                           for leaf in jax.tree.leaves(carry))
         if num_steps * carry_bytes < REMAT_AUTO_BYTES:
             return 0
