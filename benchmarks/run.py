@@ -7,11 +7,11 @@ the peers a researcher would otherwise use on the same machine: Flax linen ``nn.
 ``GRUCell`` under ``lax.scan`` (vmapped over the batch, as its docs show), and
 ``torch.nn.RNN/LSTM/GRU`` (all cores, in a process of its own: ``torch_peer.py``)? And
 how close to the machine's float32 matmul peak do they get? Besides the cells: compile time
-against the sequence length, peak memory of a long sequence with and without ``remat``, a
+against the sequence length, peak memory of a long sequence under each ``remat`` policy, a
 2-layer bidirectional LSTM with ``lengths`` against PyTorch's packed sequences, and a
 ``gr.train`` step against a hand-written optax loop on the same model.
 
-Command: ``python benchmarks/run.py`` (about 15 minutes on a 2-core CPU);
+Command: ``python benchmarks/run.py`` (about 7 minutes on a 2-core CPU);
 ``--quick`` is a one-minute smoke run at toy sizes (what the tests run). Every JAX timing is
 the median of ``--repeats`` repetitions interleaved across the compared functions (a slow
 period of the machine hits them all), after one call that compiles and warms up; PyTorch's

@@ -710,7 +710,7 @@ def unroll(
                                or unroll < 1):
         raise ValueError(f"unroll must be a positive int or True; got {unroll!r}")
     validate.key(key)
-    resolve_remat(remat, (), 0)
+    resolve_remat(remat, (), 0)  # refuses a bad value now; the carry decides "auto" later
     check_inputs(cell, params, xs)
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
