@@ -220,12 +220,15 @@ else:
     run = lambda: jax.block_until_ready(compiled(params, xs))
     xla_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
 def resident_mib():  # the current resident set (ru_maxrss would hold compiling's peak)
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:  # no /proc (macOS): the growth is not measured, the times still are
+        return None
 
 samples, running = [resident_mib()], [True]
 def sample():
-    while running[0]:
+    while running[0] and samples[0] is not None:
         samples.append(resident_mib())
         time.sleep(0.001)
 sampler = threading.Thread(target=sample)
@@ -237,17 +240,19 @@ for _ in range(2):  # the first call also faults its memory in; the second is th
     seconds.append(time.perf_counter() - start)
 running[0] = False
 sampler.join()
-print(json.dumps({"peak_mib": max(samples) - samples[0], "seconds": seconds[1],
+print(json.dumps({"peak_mib": None if samples[0] is None else max(samples) - samples[0],
+                  "seconds": seconds[1],
                   "first_call_seconds": seconds[0],
                   "xla_temp_mib": None if which == "torch" else xla_mib}))
 """
 
 
 def memory(sizes: dict, log) -> dict:
-    """Growth of the resident memory (MiB, sampled every millisecond from ``/proc``, so
-    Linux only) over two calls of an LSTM forward+backward in a fresh process, above what
-    it was before the first, and the second call's wall time, for gatedrnn's default
-    (``remat="auto"``: at the full size, the carry saved every ``ceil(sqrt(T))`` steps),
+    """Growth of the resident memory (MiB, sampled every millisecond from ``/proc``; ``None``
+    where there is none, as on macOS) over two calls of an LSTM forward+backward in a fresh
+    process, above what it was before the first, and the second call's wall time, for
+    gatedrnn's default (``remat="auto"``: at the full size, the carry saved every
+    ``ceil(sqrt(T))`` steps),
     ``remat=False`` (every step's residuals stored), ``remat=True`` (each step's carry
     stored) and ``torch.nn.LSTM``; for gatedrnn also the temporary buffers XLA planned for
     the program. The growth counts every framework alike (a peak shorter than a
@@ -260,8 +265,13 @@ def memory(sizes: dict, log) -> dict:
                                 capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).parents[1])
         out[which] = json.loads(result.stdout.strip().splitlines()[-1])
-        log(f"memory {which}: {out[which]['peak_mib']:.0f} MiB, {out[which]['seconds']:.2f} s")
+        log(f"memory {which}: {_mib(out[which]['peak_mib'])} MiB, "
+            f"{out[which]['seconds']:.2f} s")
     return out
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def bidirectional_case(sizes: dict, repeats: int, log) -> dict:
@@ -397,8 +407,7 @@ def report(results: dict) -> str:
               "program.", "",
               "| run | peak RSS growth, MiB | XLA temporaries, MiB | seconds, second call "
               "(first) |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['peak_mib']:.0f} | "
-              + ("-" if v.get("xla_temp_mib") is None else f"{v['xla_temp_mib']:.0f}")
+    lines += [f"| {k} | {_mib(v['peak_mib'])} | {_mib(v['xla_temp_mib'])}"
               + f" | {v['seconds']:.2f} ({v['first_call_seconds']:.2f}) |"
               for k, v in mem.items()]
     bi, tr = results["bidirectional"], results["train_step"]

@@ -5,6 +5,7 @@ Speed is never asserted here: only that every case was measured and reported fai
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from user_cells import USER_CELLS
@@ -22,6 +23,15 @@ def test_write_section_replaces_its_own_block_and_keeps_the_rest(tmp_path):
     assert text.count(run.BEGIN) == 1 and "second" in text and "first" not in text
     run.write_section(tmp_path / "new.md", "only")
     assert "only" in (tmp_path / "new.md").read_text()
+
+
+def test_the_recorded_report_states_its_json_and_an_unmeasured_memory_is_a_dash():
+    recorded = Path(run.__file__).parent
+    results = json.loads((recorded / "results.json").read_text())
+    assert run.report(results) in (recorded / "RESULTS.md").read_text()
+    results["memory"]["torch"]["peak_mib"] = None  # no /proc to sample, as on macOS
+    assert any(line.startswith("| torch | - | - |")
+               for line in run.report(results).splitlines())
 
 
 def test_an_out_dir_with_files_of_someone_else_is_refused_before_anything_runs(tmp_path):
