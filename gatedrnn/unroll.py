@@ -495,7 +495,9 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
                 y_t = jnp.where(_expand(valid, y_t), y_t, jnp.zeros_like(y_t))
             return carry_t, y_t
 
-        carry, ys = _checkpointed_scan(body, carry, (inputs, jnp.arange(xs.shape[0]), resets),
+        # the step index only serves lengths: without them no index array enters the loop
+        steps = None if lengths is None else jnp.arange(xs.shape[0])
+        carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets),
                                        resolve_remat(opts.remat, carry, xs.shape[0]), flip,
                                        opts.unroll)
     if reverse and lengths is not None:
