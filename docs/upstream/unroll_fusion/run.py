@@ -13,11 +13,11 @@ outer product, a broadcast multiply fused with the accumulation ``dW += ...`` an
 elementwise chain that makes ``g_t`` from the saved activations (add, multiply, multiply,
 add on ``[1, H]`` vectors). With ``unroll=1`` that fusion has 29 instructions and the whole
 gradient takes 4-5 us a step. With ``unroll=2`` it holds the same for both steps of the body
-(59 instructions), each step's residuals read through a ``[1, 2, 1, H]`` dynamic slice and
-a static slice, and the gradient takes about 17 us a step: the same work, 3-5x the time
-(4.7 against 16.4 ms in one run, 3.6 against 17.0 in another). A likely cause is that the ``[1, H]`` chain, a broadcast operand of the ``[H, H]``
-output, is no longer computed once but per output element (H times the work); the generated
-code was not read to confirm it.
+(59 instructions), each step's residuals read through a ``[1, 2, 1, H]`` dynamic slice and a
+static slice, and the gradient takes about 17 us a step: the same work, 3-5x the time (4.7
+against 16.4 ms in one run, 3.6 against 17.0 in another). A likely cause is that the ``[1,
+H]`` chain, a broadcast operand of the ``[H, H]`` output, is no longer computed once but per
+output element (H times the work); the generated code was not read to confirm it.
 """
 
 import re
