@@ -250,13 +250,12 @@ print(json.dumps({"peak_mib": None if samples[0] is None else max(samples) - sam
 def memory(sizes: dict, log) -> dict:
     """Growth of the resident memory (MiB, sampled every millisecond from ``/proc``; ``None``
     where there is none, as on macOS) over two calls of an LSTM forward+backward in a fresh
-    process, above what it was before the first, and the second call's wall time, for
-    gatedrnn's default (``remat="auto"``: at the full size, the carry saved every
-    ``ceil(sqrt(T))`` steps),
-    ``remat=False`` (every step's residuals stored), ``remat=True`` (each step's carry
-    stored) and ``torch.nn.LSTM``; for gatedrnn also the temporary buffers XLA planned for
-    the program. The growth counts every framework alike (a peak shorter than a
-    millisecond may be missed); XLA's plan is exact for JAX."""
+    process, above what it was before the first, and the second call's wall time, for gatedrnn's
+    default (``remat="auto"``: at the full size, the carry saved every ``ceil(sqrt(T))`` steps),
+    ``remat=False`` (every step's residuals stored), ``remat=True`` (each step's carry stored)
+    and ``torch.nn.LSTM``; for gatedrnn also the temporary buffers XLA planned for the program.
+    The growth counts every framework alike (a peak shorter than a millisecond may be missed);
+    XLA's plan is exact for JAX."""
     out = {}
     args = [str(sizes[k]) for k in ("batch", "length", "input", "hidden")]
     for which in ("default", "remat=False", "remat=True") + (
