@@ -1,0 +1,143 @@
+"""Which formulation of forward+backward through a scan is fastest at a shape, on this
+machine? Measured for the shipped cells against ``jax.grad`` of ``gr.unroll`` as it is:
+
+- ``unroll=2`` and ``unroll=4``: ``lax.scan``'s loop unrolling, applied by JAX to the
+  forward and the transposed (backward) scan alike;
+- ``deferred``: the params' and inputs' gradients taken after the backward scan, for all
+  ``T*B`` rows at once, so that the backward loop carries only the carry's cotangent (what
+  cuDNN does for the weight gradient). :func:`deferred_unroll` does it for any cell of the
+  protocol, through ``cell.step`` only, with a ``jax.custom_jvp`` instead of the
+  ``custom_vjp`` of ``benchmarks/fused_backward.py``: forward mode (``jax.jvp``,
+  ``jax.jacfwd``) and higher derivatives keep working, and no residual is named. Its JVP
+  writes the tangent of the carry as a linear recurrence driven from outside,
+  ``dc_t = J_t dc_{t-1} + v_t`` with ``J_t = d step / d carry`` at step ``t`` and
+  ``v_t = d step / d (params, x_t) . (dparams, dx_t)``, the forcings ``v_t`` computed for
+  all steps in one ``vmap`` over the saved carries. Transposed by ``jax.grad``, the loop
+  carries only the carry's cotangent and the forcings' transpose is one batched product
+  after it. The price: autodiff recomputes each step's activations from the saved carry
+  in a second scan, one more forward pass;
+- ``carry only``: ``jax.grad`` in the initial carry alone (the params held fixed), the
+  same scan without any weight gradient: a bound on what deferring the weight gradients
+  could save, not a gradient of the params.
+
+Command: ``python benchmarks/backward_paths.py [--shape B T I H] [--repeats 7]``: 15
+seconds on a 2-core CPU at the default latency shape (B=1, T=1000, I=1, H=128), 40 at
+B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of ``deferred``
+from ``jax.grad`` and a table of medians in ms. Not used by the library; the figures and
+the conclusions are in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import gatedrnn as gr
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.timing import interleaved  # noqa: E402
+
+
+def deferred_scan(step, params, carry0, xs):
+    """``lax.scan(lambda c, x: step(params, c, x), carry0, xs)`` over time-major ``xs``,
+    whose derivatives defer the params' and inputs' part to outside the loop (module
+    docstring). Equal to the plain scan in values and in every derivative."""
+
+    @jax.custom_jvp
+    def run(params, carry0, xs):
+        return jax.lax.scan(lambda c, x: step(params, c, x), carry0, xs)
+
+    @run.defjvp
+    def run_jvp(primals, tangents):
+        params, carry0, xs = primals
+        d_params, d_carry0, d_xs = tangents
+
+        def forward(c, x):
+            c_next, y = step(params, c, x)
+            return c_next, (y, c)
+
+        final, (ys, entering) = jax.lax.scan(forward, carry0, xs)
+
+        def forcing(c, x, dx):
+            return jax.jvp(lambda p, x: step(p, c, x), (params, x), (d_params, dx))[1]
+
+        v_carry, v_ys = jax.vmap(forcing)(entering, xs, d_xs)
+
+        def linear(dc, inputs):
+            c, x, v_c, v_y = inputs
+            j_c, j_y = jax.jvp(lambda c: step(params, c, x), (c,), (dc,))[1]
+            return jax.tree.map(jnp.add, j_c, v_c), j_y + v_y
+
+        d_final, d_ys = jax.lax.scan(linear, d_carry0, (entering, xs, v_carry, v_ys))
+        return (final, ys), (d_final, d_ys)
+
+    return run(params, carry0, xs)
+
+
+def deferred_unroll(cell, params, xs, carry=None):
+    """``gr.unroll(cell, params, xs, carry)`` (batch-major ``xs [*B, T, I]``, no other
+    options) through :func:`deferred_scan`."""
+    if carry is None:  # in the run's dtype, as unroll makes it
+        dtype = jnp.result_type(xs, *[v for v in jax.tree.leaves(params)
+                                      if jnp.issubdtype(jnp.result_type(v), jnp.inexact)])
+        carry = cell.initial_carry(xs.shape[:-2], params=params, dtype=dtype)
+    carry, ys = deferred_scan(cell.step, params, carry, jnp.moveaxis(xs, -2, 0))
+    return carry, jnp.moveaxis(ys, 0, -2)
+
+
+def _sum_sq(ys):
+    return jnp.sum(jnp.real(ys) ** 2)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"],
+                        choices=["rnn", "lstm", "gru"])
+    parser.add_argument("--shape", type=int, nargs=4, default=[1, 1000, 1, 128],
+                        metavar=("B", "T", "I", "H"))
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    B, T, I, H = args.shape
+    key = jax.random.key(0)
+    xs = jax.random.normal(key, (B, T, I), jnp.float32)
+    fns, errors = {}, {}
+    for kind in args.kinds:
+        cell = getattr(gr, kind)(H)
+        params = cell.init(key, I)
+        carry = cell.initial_carry((B,), params=params)
+
+        def grad(run, argnums=0, cell=cell):
+            return jax.jit(jax.grad(lambda p, c: _sum_sq(run(cell, p, c)), argnums=argnums))
+
+        paths = {
+            "jax.grad": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c)[1]),
+            "unroll=2": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c, unroll=2)[1]),
+            "unroll=4": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c, unroll=4)[1]),
+            "deferred": grad(lambda cell, p, c: deferred_unroll(cell, p, xs, c)[1]),
+            "carry only": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c)[1], argnums=1),
+        }
+        reference, deferred = paths["jax.grad"](params, carry), paths["deferred"](params, carry)
+        errors[kind] = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+                           for a, b in zip(jax.tree.leaves(reference),
+                                           jax.tree.leaves(deferred)))
+        print(f"{kind} B={B} T={T} I={I} H={H}: deferred's largest relative gradient "
+              f"difference from jax.grad {errors[kind]:.1e}", flush=True)
+        for name, fn in paths.items():
+            fns[kind, name] = functools.partial(fn, params, carry)
+    times = interleaved(fns, args.repeats)
+    ms = {kind: {name: 1e3 * times[kind, name]["median"] for (k, name) in fns if k == kind}
+          for kind in args.kinds}
+    names = list(next(iter(ms.values())))
+    print("| cell | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for kind, row in ms.items():
+        print(f"| {kind} | " + " | ".join(f"{row[n]:.2f}" for n in names) + " |")
+    return {"errors": errors, "ms": ms}
+
+
+if __name__ == "__main__":
+    main()
