@@ -94,6 +94,22 @@ def _sum_sq(ys):
     return jnp.sum(jnp.real(ys) ** 2)
 
 
+def gradient_paths(cell, xs) -> dict:
+    """``name -> jitted fn(params, carry)``: the gradient of ``sum(ys ** 2)`` over ``xs
+    [B, T, I]`` in the params (in the initial carry for ``"carry only"``) by each path."""
+    def grad(run, argnums=0):
+        return jax.jit(jax.grad(lambda p, c: _sum_sq(run(p, c)[1]), argnums=argnums))
+
+    def plain(p, c, **options):
+        return gr.unroll(cell, p, xs, c, **options)
+
+    return {"jax.grad": grad(plain),
+            "unroll=2": grad(functools.partial(plain, unroll=2)),
+            "unroll=4": grad(functools.partial(plain, unroll=4)),
+            "deferred": grad(lambda p, c: deferred_unroll(cell, p, xs, c)),
+            "carry only": grad(plain, argnums=1)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"],
@@ -110,17 +126,7 @@ def main(argv=None) -> dict:
         cell = getattr(gr, kind)(H)
         params = cell.init(key, I)
         carry = cell.initial_carry((B,), params=params)
-
-        def grad(run, argnums=0, cell=cell):
-            return jax.jit(jax.grad(lambda p, c: _sum_sq(run(cell, p, c)), argnums=argnums))
-
-        paths = {
-            "jax.grad": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c)[1]),
-            "unroll=2": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c, unroll=2)[1]),
-            "unroll=4": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c, unroll=4)[1]),
-            "deferred": grad(lambda cell, p, c: deferred_unroll(cell, p, xs, c)[1]),
-            "carry only": grad(lambda cell, p, c: gr.unroll(cell, p, xs, c)[1], argnums=1),
-        }
+        paths = gradient_paths(cell, xs)
         reference, deferred = paths["jax.grad"](params, carry), paths["deferred"](params, carry)
         errors[kind] = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
                            for a, b in zip(jax.tree.leaves(reference),
