@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 import gatedrnn as gr
+from gatedrnn.unroll import _run_dtype
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.timing import interleaved  # noqa: E402
@@ -83,9 +84,7 @@ def deferred_unroll(cell, params, xs, carry=None):
     """``gr.unroll(cell, params, xs, carry)`` (batch-major ``xs [*B, T, I]``, no other
     options) through :func:`deferred_scan`."""
     if carry is None:  # in the run's dtype, as unroll makes it
-        dtype = jnp.result_type(xs, *[v for v in jax.tree.leaves(params)
-                                      if jnp.issubdtype(jnp.result_type(v), jnp.inexact)])
-        carry = cell.initial_carry(xs.shape[:-2], params=params, dtype=dtype)
+        carry = cell.initial_carry(xs.shape[:-2], params=params, dtype=_run_dtype(xs, params))
     carry, ys = deferred_scan(cell.step, params, carry, jnp.moveaxis(xs, -2, 0))
     return carry, jnp.moveaxis(ys, 0, -2)
 
@@ -118,6 +117,9 @@ def main(argv=None) -> dict:
                         metavar=("B", "T", "I", "H"))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    if min(args.shape) < 1 or args.repeats < 1:
+        parser.error(f"--shape B T I H and --repeats must be positive; got --shape "
+                     f"{' '.join(map(str, args.shape))} --repeats {args.repeats}")
     B, T, I, H = args.shape
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)

@@ -167,3 +167,13 @@ def test_backward_paths_measures_each_path_and_deferred_equals_jax_grad():
     assert set(result["ms"]["gru"]) == {"jax.grad", "unroll=2", "unroll=4", "deferred",
                                         "carry only"}
     assert all(math.isfinite(ms) and ms > 0 for ms in result["ms"]["gru"].values())
+
+
+@pytest.mark.parametrize("argv", [["--shape", "1", "0", "1", "4"], ["--repeats", "0"],
+                                  ["--kinds", "lru"]])
+def test_backward_paths_refuses_a_bad_argument_before_measuring(argv, capsys):
+    from benchmarks.backward_paths import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "--" in capsys.readouterr().err
