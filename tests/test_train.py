@@ -99,9 +99,12 @@ def test_a_run_in_chunks_equals_the_run_in_one_piece():
     state, first = run(state, 1)
     state, rest = run(state, 2)
     chunked = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, rest)
-    jax.tree.map(np.testing.assert_array_equal, chunked, whole.metrics)
-    jax.tree.map(np.testing.assert_array_equal, initial, whole.initial)
-    jax.tree.map(np.testing.assert_array_equal, state.params, whole.params)
+    # bit for bit on the CPU; a GPU may order a reduction differently in the two programs
+    same = (np.testing.assert_array_equal if jax.default_backend() == "cpu"
+            else lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7))
+    jax.tree.map(same, chunked, whole.metrics)
+    jax.tree.map(same, initial, whole.initial)
+    jax.tree.map(same, state.params, whole.params)
     assert int(state.evals_done) == 3
 
 
