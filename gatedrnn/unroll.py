@@ -48,6 +48,28 @@ def resolve_hoist(hoist_projection: bool | str) -> bool:
     return bool(hoist_projection)
 
 
+# unroll="auto": lax.scan's unrolling factor on each backend (1 on the others). On a GPU every
+# iteration of XLA's while loop costs a fixed few microseconds beyond its kernels, which a
+# short step cannot hide: on an H100, unroll=4 made forward+backward of the shipped cells
+# 1.2-1.9x faster at benchmarks/run.py's throughput shapes and 1.9-5.6x at its latency shape
+# (B=1, T=1000), and the forward 1.1-2.0x; 8 was faster still at some shapes and slower at
+# others, and compiles longer (benchmarks/unroll_factors.py, benchmarks/RESULTS.md). On a
+# 2-core CPU unrolling helps only single-sequence gated cells and slows the rest.
+UNROLL_AUTO = {"gpu": 4}
+
+
+def resolve_unroll(unroll: int | bool | str) -> int | bool:
+    """``unroll`` as :func:`unroll` passes it to ``lax.scan``: ``"auto"`` is
+    ``UNROLL_AUTO[jax.default_backend()]`` (4 on a GPU) or 1, decided when the call is traced;
+    a positive int or ``True`` (full unrolling) is kept; anything else is refused."""
+    if isinstance(unroll, str) and unroll == "auto":
+        return UNROLL_AUTO.get(jax.default_backend(), 1)
+    if unroll is not True and (isinstance(unroll, (bool, np.bool_))
+                               or not isinstance(unroll, (int, np.integer)) or unroll < 1):
+        raise ValueError(f"unroll must be a positive int, True or 'auto'; got {unroll!r}")
+    return unroll
+
+
 # remat="auto" checkpoints when the carries of one run would take at least this many bytes
 # (the residuals autodiff stores per step are a few times the carry: 3648 MiB of XLA
 # temporaries for the LSTM at B=64, T=4096, H=256, whose carries take 512 MiB). Below it,
@@ -626,7 +648,7 @@ def unroll(
     reverse: bool = False,
     resets: Bool[ArrayLike, "*B T"] | None = None,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | str = "auto",
     remat: bool | int | str = "auto",
     key: PRNGKeyArray | None = None,
     hoist_projection: bool | str = "auto",
@@ -677,9 +699,11 @@ def unroll(
         resets: boolean ``[*B, T]`` (``[T, *B]`` with ``time_major``) episode starts.
         time_major: ``xs`` and ``ys`` have time first.
         unroll: ``lax.scan``'s loop unrolling factor (``True``, full unrolling, is refused
-            above ``MAX_FULL_UNROLL = 256`` steps: it compiles for minutes). On the CPU,
-            ``4`` made forward+backward of a single-sequence LSTM or GRU 1.1-2.2x faster
-            but the tanh RNN's slower (docs/cells.md, "Speed on the CPU").
+            above ``MAX_FULL_UNROLL = 256`` steps: it compiles for minutes). ``"auto"``
+            (the default) is 4 on a GPU, where it was measured 1.2-5.6x faster, and 1
+            elsewhere (:func:`resolve_unroll`). On the CPU, ``4`` made forward+backward of a
+            single-sequence LSTM or GRU 1.1-2.2x faster but the tanh RNN's slower
+            (docs/cells.md, "Speed on the CPU and the GPU").
         remat: what the backward pass recomputes instead of storing (the results are the
             same): ``False`` stores every step's intermediates; ``k`` (an int) stores only
             the carry every ``k`` steps and recomputes the steps between (``True`` is 1:
@@ -710,9 +734,7 @@ def unroll(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     for name, value in (("reverse", reverse), ("time_major", time_major), ("checks", checks)):
         validate.flag(value, name)
-    if unroll is not True and (isinstance(unroll, bool) or not isinstance(unroll, int)
-                               or unroll < 1):
-        raise ValueError(f"unroll must be a positive int or True; got {unroll!r}")
+    unroll = resolve_unroll(unroll)
     validate.key(key)
     resolve_remat(remat, (), 0)  # refuses a bad value now; the carry decides "auto" later
     check_inputs(cell, params, xs)
@@ -782,5 +804,5 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 __all__ = [
     "Bidirectional", "BidirectionalCarry", "MERGES", "METHODS", "Stack", "bidirectional",
     "REMAT_AUTO_BYTES", "check_layer", "check_params", "resolve_hoist", "resolve_remat",
-    "reverse_valid", "stack", "unroll",
+    "resolve_unroll", "reverse_valid", "stack", "unroll",
 ]

@@ -343,7 +343,9 @@ def test_a_checked_training_run_stops_at_the_first_nan():
     (dict(time_major=1), TypeError, "time_major must be True or False"),
     (dict(hoist_projection="yes"), TypeError,
      "hoist_projection must be True, False or 'auto'; got str 'yes'"),
-    (dict(unroll=0), ValueError, "unroll must be a positive int or True; got 0"),
+    (dict(unroll=0), ValueError, "unroll must be a positive int, True or 'auto'; got 0"),
+    (dict(unroll="fast"), ValueError, "unroll must be a positive int, True or 'auto'; got 'fast'"),
+    (dict(unroll=2.0), ValueError, "unroll must be a positive int, True or 'auto'; got 2.0"),
     (dict(remat=0), ValueError, r"remat must be True, False, a positive int \(steps between "
                                 r"saved carries\) or 'auto'; got int 0"),
     (dict(remat="sqrt"), ValueError, "remat must be .* or 'auto'; got str 'sqrt'"),

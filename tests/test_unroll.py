@@ -63,7 +63,8 @@ def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, revers
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize(
     "options", [dict(hoist_projection=False), dict(hoist_projection=True), dict(remat=True),
-                dict(remat=False), dict(remat=4, unroll=3), dict(unroll=3)],
+                dict(remat=False), dict(remat=4, unroll=3), dict(unroll=3), dict(unroll=1),
+                dict(unroll=4)],
 )
 def test_unroll_options_give_equal_results(name, options):
     cell = CELLS[name]
@@ -83,6 +84,19 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
     hoisted = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, hoist_projection=True))(params))
     default = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs))(params))
     assert (default == hoisted) is resolve_hoist("auto")
+
+
+def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch):
+    from gatedrnn.unroll import resolve_unroll
+    assert resolve_unroll(3) == 3 and resolve_unroll(np.int64(2)) == 2
+    assert resolve_unroll(True) is True
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+    for backend, factor in [("cpu", 1), ("gpu", 4), ("tpu", 1)]:
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert resolve_unroll("auto") == factor
+        # the default is "auto": the scan in the traced program carries the factor
+        assert f"unroll={factor}" in str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs))(params))
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
