@@ -22,6 +22,12 @@ installed are left out and named in the report (``pip install equinox``; PyTorch
 Writes to ``--out-dir`` (default ``benchmarks/``): ``results.json`` (every number, the
 machine, versions and command), ``ratios.png`` (each peer's time over gatedrnn's: above 1,
 gatedrnn is faster) and the section between the ``run.py`` markers of ``RESULTS.md``.
+
+On a GPU (JAX's default backend) the same command measures the same cases there and writes
+``results_gpu.json``, ``ratios_gpu.png`` and a section of its own in ``RESULTS.md``, so the
+CPU figures stay: PyTorch runs on CUDA (cuDNN), ``jax.experimental.rnn.lstm`` (cuDNN through
+XLA) joins the LSTM's peers, memory is the device allocator's peak rather than the resident
+set, and the matmul peak is measured at 4096^3 (1024^3 is launch-bound there).
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.timing import interleaved, matmul_peak, time_run, unroll_flops  # noqa: E402
 
 BEGIN, END = "<!-- run.py:begin -->", "<!-- run.py:end -->"
+
+
+def outputs(backend: str) -> tuple[str, str, str, str]:
+    """``(results file, ratios figure, begin marker, end marker)`` of a run on ``backend``:
+    the CPU's keep the names they always had; another backend's carry its name, so that a
+    GPU run adds its figures beside the CPU's instead of replacing them."""
+    if backend == "cpu":
+        return "results.json", "ratios.png", BEGIN, END
+    return (f"results_{backend}.json", f"ratios_{backend}.png",
+            f"<!-- run.py:{backend}:begin -->", f"<!-- run.py:{backend}:end -->")
 
 # (label, B, T, I, H): the shapes issue 11 names; the cells run at each
 SHAPES = {
@@ -120,14 +136,36 @@ def equinox_fns(kind: str, xs: jax.Array, key, H: int) -> tuple:
     return _timed_pair(run, params, xs)
 
 
+def cudnn_lstm_fns(xs: jax.Array, key, H: int) -> tuple:
+    """The same for ``jax.experimental.rnn.lstm`` (cuDNN's LSTM called from XLA; GPU only),
+    with its own flat weight vector and every sequence at full length."""
+    from jax.experimental import rnn
+
+    B, T, I = xs.shape
+    zeros = jnp.zeros((1, B, H), xs.dtype)
+    lengths = jnp.full((B,), T, jnp.int32)
+
+    def run(weights, x):
+        return rnn.lstm(x, zeros, zeros, weights, lengths, input_size=I, hidden_size=H,
+                        num_layers=1, dropout=0.0, bidirectional=False)[0]
+
+    return _timed_pair(run, rnn.init_lstm_weight(key, I, H, 1, False), xs)
+
+
+def torch_device() -> str:
+    """Where PyTorch runs: on CUDA when JAX computes on a GPU (the peers share the device)."""
+    return "cuda" if jax.default_backend() == "gpu" else "cpu"
+
+
 def torch_times(what: str, *args) -> dict[str, float]:
     """Median seconds from ``benchmarks/torch_peer.py`` in a process of its own (why: its
     docstring), or ``{}`` without PyTorch."""
     if not _installed("torch"):
         return {}
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("torch_peer.py")), what,
-         *map(str, args)], capture_output=True, text=True, check=True)
+        [sys.executable, str(Path(__file__).with_name("torch_peer.py")),
+         "--device", torch_device(), what, *map(str, args)],
+        capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -143,6 +181,8 @@ def peers(kind: str, xs: jax.Array, key, H: int) -> dict[str, tuple]:
         out[f"flax {name}"] = flax_fns(cls, xs, key, H)
     if kind != "rnn" and _installed("equinox"):
         out[f"equinox {kind.upper()}Cell"] = equinox_fns(kind, xs, key, H)
+    if kind == "lstm" and jax.default_backend() == "gpu":
+        out["jax.experimental.rnn (cuDNN)"] = cudnn_lstm_fns(xs, key, H)
     return out
 
 
@@ -202,12 +242,21 @@ def compile_times(sizes: dict, log) -> dict:
 _MEMORY_PROGRAM = r"""
 import json, resource, sys, threading, time
 import numpy as np
-which, B, T, I, H = sys.argv[1], *map(int, sys.argv[2:6])
+which, device, B, T, I, H = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+# on a GPU: (bytes in use now, the most ever held) of the device allocator
+device_use = None
 if which == "torch":
     import torch
-    module = torch.nn.LSTM(I, H, batch_first=True)
-    run = lambda: (module(torch.from_numpy(x))[0] ** 2).sum().backward()
+    module = torch.nn.LSTM(I, H, batch_first=True).to(device)
+    xt = torch.from_numpy(x).to(device)
+    def run():
+        (module(xt)[0] ** 2).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    if device == "cuda":
+        device_use = lambda: (torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated())
+        torch.cuda.reset_peak_memory_stats()
 else:
     import jax, jax.numpy as jnp
     import gatedrnn as gr
@@ -219,6 +268,10 @@ else:
     compiled = jax.jit(grad).lower(params, xs).compile()  # compiling is in the baseline
     run = lambda: jax.block_until_ready(compiled(params, xs))
     xla_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    if device == "cuda":
+        def device_use():  # the peak cannot be reset: compiling's scratch may be in it
+            stats = jax.devices()[0].memory_stats()
+            return stats["bytes_in_use"], stats["peak_bytes_in_use"]
 def resident_mib():  # the current resident set (ru_maxrss would hold compiling's peak)
     try:
         with open("/proc/self/statm") as f:
@@ -226,7 +279,8 @@ def resident_mib():  # the current resident set (ru_maxrss would hold compiling'
     except OSError:  # no /proc (macOS): the growth is not measured, the times still are
         return None
 
-samples, running = [resident_mib()], [True]
+in_use = device_use()[0] if device_use else None
+samples, running = [None if device_use else resident_mib()], [True]
 def sample():
     while running[0] and samples[0] is not None:
         samples.append(resident_mib())
@@ -240,6 +294,8 @@ for _ in range(2):  # the first call also faults its memory in; the second is th
     seconds.append(time.perf_counter() - start)
 running[0] = False
 sampler.join()
+if device_use:  # what the device held beyond the inputs and weights already there
+    samples = [0, (device_use()[1] - in_use) / 2**20]
 print(json.dumps({"peak_mib": None if samples[0] is None else max(samples) - samples[0],
                   "seconds": seconds[1],
                   "first_call_seconds": seconds[0],
@@ -249,19 +305,22 @@ print(json.dumps({"peak_mib": None if samples[0] is None else max(samples) - sam
 
 def memory(sizes: dict, log) -> dict:
     """Growth of the resident memory (MiB, sampled every millisecond from ``/proc``; ``None``
-    where there is none, as on macOS) over two calls of an LSTM forward+backward in a fresh
-    process, above what it was before the first, and the second call's wall time, for gatedrnn's
+    where there is none, as on macOS; on a GPU, the device allocator's peak instead) over two
+    calls of an LSTM forward+backward in a fresh process, above what it was before the first,
+    and the second call's wall time, for gatedrnn's
     default (``remat="auto"``: at the full size, the carry saved every ``ceil(sqrt(T))`` steps),
     ``remat=False`` (every step's residuals stored), ``remat=True`` (each step's carry stored)
     and ``torch.nn.LSTM``; for gatedrnn also the temporary buffers XLA planned for the program.
     The growth counts every framework alike (a peak shorter than a millisecond may be missed);
     XLA's plan is exact for JAX."""
     out = {}
-    args = [str(sizes[k]) for k in ("batch", "length", "input", "hidden")]
+    args = [torch_device()] + [str(sizes[k]) for k in ("batch", "length", "input", "hidden")]
+    # this process may hold most of a GPU already: a child takes only what it uses
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     for which in ("default", "remat=False", "remat=True") + (
             ("torch",) if _installed("torch") else ()):
         result = subprocess.run([sys.executable, "-c", _MEMORY_PROGRAM, which, *args],
-                                capture_output=True, text=True, check=True,
+                                capture_output=True, text=True, check=True, env=env,
                                 cwd=Path(__file__).parents[1])
         out[which] = json.loads(result.stdout.strip().splitlines()[-1])
         log(f"memory {which}: {_mib(out[which]['peak_mib'])} MiB, "
@@ -344,6 +403,7 @@ def machine() -> dict:
     return {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
             "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind,
             "versions": versions}
 
 
@@ -356,20 +416,23 @@ def _ratio_text(ms: dict) -> tuple[str, str, float]:
 def report(results: dict) -> str:
     """The markdown section of RESULTS.md for one run."""
     m = results["machine"]
+    backend = results.get("backend", "cpu")
+    where = "" if backend == "cpu" else f" on the {backend.upper()}, {m['device_kind']}"
     lines = [
-        f"## The suite (`benchmarks/run.py`): {m['date']}",
+        f"## The suite (`benchmarks/run.py`){where}: {m['date']}",
         "",
         f"**{m['cpu']}, {m['cores']} cores** ({', '.join(m['devices'])}), Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
         + f"; PyTorch with its default threads. Command: `{results['command']}`. "
-        f"float32 matmul peak (`jnp.dot` 1024^3, the best of {len(results['peak_measurements'])}"
+        f"float32 matmul peak (`jnp.dot` {results.get('peak_size', 1024)}^3, the best of "
+        f"{len(results['peak_measurements'])}"
         f" at the start and end): {results['peak_gflops']:.0f} GFLOP/s. "
         f"Medians of {results['repeats']} interleaved repetitions; raw numbers in "
-        "`results.json`. Ratio: the fastest peer's time over gatedrnn's default (above 1, "
-        "gatedrnn is faster). Not installed, so not measured: "
+        f"`{outputs(backend)[0]}`. Ratio: the fastest peer's time over gatedrnn's default "
+        "(above 1, gatedrnn is faster). Not installed, so not measured: "
         + (", ".join(results["missing"]) or "none") + ".",
         "",
-        "![each peer's time over gatedrnn's](ratios.png)",
+        f"![each peer's time over gatedrnn's]({outputs(backend)[1]})",
         "",
     ]
     for mode in ("forward+backward", "forward"):
@@ -401,14 +464,20 @@ def report(results: dict) -> str:
     s = results["memory_sizes"]
     lines += [f"### Peak memory, LSTM forward+backward, B={s['batch']}, T={s['length']}, "
               f"I={s['input']}, H={s['hidden']}", "",
-              "Peak growth of the resident memory over two calls in a fresh process, "
-              "sampled every millisecond, and the temporary buffers XLA planned for the "
-              "program.", "",
-              "| run | peak RSS growth, MiB | XLA temporaries, MiB | seconds, second call "
+              ("Peak growth of the resident memory over two calls in a fresh process, "
+               "sampled every millisecond," if backend == "cpu" else
+               "Peak of the device allocator over two calls in a fresh process, above what "
+               "it held before the first (for JAX an upper bound: the peak cannot be reset "
+               "after compiling, whose scratch may exceed the run's),")
+              + " and the temporary buffers XLA planned for the program.", "",
+              f"| run | peak {'RSS' if backend == 'cpu' else 'device memory'} growth, MiB | "
+              "XLA temporaries, MiB | seconds, second call "
               "(first) |", "|---|---|---|---|"]
     lines += [f"| {k} | {_mib(v['peak_mib'])} | {_mib(v['xla_temp_mib'])}"
               + f" | {v['seconds']:.2f} ({v['first_call_seconds']:.2f}) |"
               for k, v in mem.items()]
+    if "memory_note" in results:
+        lines += ["", results["memory_note"]]
     bi, tr = results["bidirectional"], results["train_step"]
     lines += ["", f"### 2-layer bidirectional LSTM with lengths, forward+backward, B="
               f"{bi['batch']}, T={bi['length']}, I={bi['input']}, H={bi['hidden']}", "",
@@ -443,7 +512,10 @@ def plot(results: dict, path: Path) -> None:
         ax.bar(xs, heights, width, label=name)
     ax.set_yscale("log")
     ax.axhline(1.0, color="black", lw=1)
-    ax.axhline(1.25, color="black", lw=1, ls="--", label="target 1.25x")
+    # issue 11's targets: 1.25x every peer on the CPU, 0.8x cuDNN's LSTM on a GPU
+    target, what = ((1.25, "target 1.25x") if results.get("backend", "cpu") == "cpu"
+                    else (0.8, "target 0.8x (LSTM against cuDNN)"))
+    ax.axhline(target, color="black", lw=1, ls="--", label=what)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
                   [f"{r['cell']}\n{r['B']},{r['T']},{r['I']},{r['H']}" for r in rows],
                   fontsize=8)
@@ -453,32 +525,33 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Puts ``section`` between the markers of ``path``, leaving the rest of it as it was
-    (appended, with the markers, when they are not there)."""
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Puts ``section`` between the markers ``begin`` and ``end`` of ``path``, leaving the rest
+    of it as it was (appended, with the markers, when they are not there)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
 
 
-def check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path, backend: str = "cpu") -> None:
     """Refuses (SystemExit, before anything is measured) an ``--out-dir`` that is a file, or
-    that holds a ``results.json`` or ``ratios.png`` not written by this script: those two are
-    replaced whole, so only this script's own are. ``RESULTS.md`` is safe anyway: only the
-    section between the markers is rewritten."""
+    that holds the results file or ratios figure of ``outputs(backend)`` not written by this
+    script: those two are replaced whole, so only this script's own are. ``RESULTS.md`` is
+    safe anyway: only the section between the markers is rewritten."""
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out-dir {out} is a file, not a folder")
+    names = outputs(backend)[:2]
     try:
-        ours = json.loads((out / "results.json").read_text())["command"].startswith(
+        ours = json.loads((out / names[0]).read_text())["command"].startswith(
             "python benchmarks/run.py")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         ours = False
-    present = [n for n in ("results.json", "ratios.png") if (out / n).exists()]
+    present = [n for n in names if (out / n).exists()]
     if present and not ours:
         raise SystemExit(f"--out-dir {out} holds {present}, not written by benchmarks/run.py "
                          "(its results.json records the command); they would be overwritten. "
@@ -497,20 +570,23 @@ def main(argv=None) -> dict:
     if repeats < 1:
         parser.error(f"--repeats must be at least 1; got {repeats}")
     out_dir = Path(args.out_dir)
-    check_out_dir(out_dir)
+    backend = jax.default_backend()
+    check_out_dir(out_dir, backend)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results_name, figure_name, begin, end = outputs(backend)
 
     def log(line: str) -> None:
         print(line, flush=True)
 
     # the best of several: one measurement can catch the machine busy (124 against 244
     # GFLOP/s minutes apart, here); measured again at the end for the same reason
-    peaks = [matmul_peak(256 if quick else 1024) / 1e9 for _ in range(3)]
+    peak_size = 256 if quick else 1024 if backend == "cpu" else 4096
+    peaks = [matmul_peak(peak_size) / 1e9 for _ in range(3)]
     log(f"matmul peak: {max(peaks):.0f} GFLOP/s")
     missing = [n for n in ("equinox", "torch") if not _installed(n)]
     results = {
         "machine": machine(), "command": "python benchmarks/run.py" + (" --quick" * quick),
-        "repeats": repeats, "missing": missing,
+        "repeats": repeats, "missing": missing, "backend": backend, "peak_size": peak_size,
         "cells": cell_cases(SHAPES["quick" if quick else "paper"], repeats, log),
         "compile": compile_times({"batch": 4 if quick else 64, "input": 8 if quick else 64,
                                   "hidden": 16 if quick else 256,
@@ -525,12 +601,12 @@ def main(argv=None) -> dict:
     results["train_step"] = train_step_case(
         {"batch": 8, "length": 20, "hidden": 16, "steps": 10} if quick
         else {"batch": 64, "length": 100, "hidden": 128, "steps": 100}, repeats, log)
-    peaks += [matmul_peak(256 if quick else 1024) / 1e9 for _ in range(3)]
+    peaks += [matmul_peak(peak_size) / 1e9 for _ in range(3)]
     results["peak_gflops"], results["peak_measurements"] = max(peaks), peaks
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    plot(results, out_dir / "ratios.png")
-    write_section(out_dir / "RESULTS.md", report(results))
-    log(f"wrote {out_dir / 'results.json'}, {out_dir / 'ratios.png'} and "
+    (out_dir / results_name).write_text(json.dumps(results, indent=1))
+    plot(results, out_dir / figure_name)
+    write_section(out_dir / "RESULTS.md", report(results), begin, end)
+    log(f"wrote {out_dir / results_name}, {out_dir / figure_name} and "
         f"{out_dir / 'RESULTS.md'}")
     return results
 

@@ -5,11 +5,14 @@ the JAX runs, ``torch.nn.RNN`` forward+backward at B=1, T=1000, H=128 took 3.5 s
 0.04 s alone. So ``run.py`` starts this script for each case and PyTorch runs as a
 researcher would run it, alone, with its default threads.
 
-Usage: ``python benchmarks/torch_peer.py cell KIND B T I H REPEATS`` or
-``python benchmarks/torch_peer.py bidirectional B T I H REPEATS``; prints one JSON line of
-median seconds (after one warm-up call): ``{"forward": s, "forward+backward": s}`` for a
-cell, ``{"forward+backward": s}`` for a 2-layer bidirectional LSTM over packed sequences
-with lengths spread evenly from ``T // 2`` to ``T``.
+Usage: ``python benchmarks/torch_peer.py [--device cuda] cell KIND B T I H REPEATS`` or
+``python benchmarks/torch_peer.py [--device cuda] bidirectional B T I H REPEATS``; prints one
+JSON line of median seconds (after one warm-up call): ``{"forward": s, "forward+backward": s}``
+for a cell, ``{"forward+backward": s}`` for a 2-layer bidirectional LSTM over packed sequences
+with lengths spread evenly from ``T // 2`` to ``T``. On ``cuda`` the modules run through
+cuDNN with PyTorch's defaults (``torch.backends.cudnn.allow_tf32`` is on, as XLA's default
+float32 matmuls on the GPU use TF32 too), and every timed call ends with
+``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -22,24 +25,36 @@ import time
 import numpy as np
 import torch
 
+DEVICE = torch.device("cpu")
+
 
 def median_seconds(fn, repeats: int) -> float:
     # not benchmarks.timing.time_run: that module imports JAX, whose threads this process
     # exists to keep away from PyTorch's
-    fn()
+    def call():
+        fn()
+        if DEVICE.type == "cuda":  # kernels are asynchronous: wait for them
+            torch.cuda.synchronize()
+
+    call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _inputs(B: int, T: int, I: int) -> torch.Tensor:
+    x = np.random.default_rng(0).standard_normal((B, T, I), np.float32)
+    return torch.from_numpy(x).to(DEVICE)
 
 
 def cell(kind: str, B: int, T: int, I: int, H: int, repeats: int) -> dict:
     torch.manual_seed(0)
     module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
-        I, H, batch_first=True)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((B, T, I), np.float32))
+        I, H, batch_first=True).to(DEVICE)
+    x = _inputs(B, T, I)
 
     def forward():
         with torch.no_grad():
@@ -57,9 +72,10 @@ def bidirectional(B: int, T: int, I: int, H: int, repeats: int) -> dict:
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     torch.manual_seed(0)
-    module = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((B, T, I), np.float32))
-    lengths = torch.from_numpy(np.linspace(T // 2, T, B).astype(np.int64))
+    module = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True,
+                           batch_first=True).to(DEVICE)
+    x = _inputs(B, T, I)
+    lengths = torch.from_numpy(np.linspace(T // 2, T, B).astype(np.int64))  # on the CPU
 
     def backward():
         module.zero_grad()
@@ -71,7 +87,11 @@ def bidirectional(B: int, T: int, I: int, H: int, repeats: int) -> dict:
 
 
 if __name__ == "__main__":
-    what, *rest = sys.argv[1:]
+    args = sys.argv[1:]
+    if args[0] == "--device":
+        DEVICE = torch.device(args[1])
+        args = args[2:]
+    what, *rest = args
     if what == "cell":
         result = cell(rest[0], *map(int, rest[1:]))
     else:

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import jax
 import pytest
 from user_cells import USER_CELLS
 
@@ -25,19 +26,24 @@ def test_write_section_replaces_its_own_block_and_keeps_the_rest(tmp_path):
     assert "only" in (tmp_path / "new.md").read_text()
 
 
-def test_the_recorded_report_states_its_json_and_an_unmeasured_memory_is_a_dash():
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_the_recorded_report_states_its_json_and_an_unmeasured_memory_is_a_dash(backend):
     recorded = Path(run.__file__).parent
-    results = json.loads((recorded / "results.json").read_text())
-    assert run.report(results) in (recorded / "RESULTS.md").read_text()
+    name, figure, begin, end = run.outputs(backend)
+    results = json.loads((recorded / name).read_text())
+    text = (recorded / "RESULTS.md").read_text()
+    assert f"{begin}\n{run.report(results)}\n{end}" in text
+    assert f"]({figure})" in run.report(results) and (recorded / figure).exists()
     results["memory"]["torch"]["peak_mib"] = None  # no /proc to sample, as on macOS
     assert any(line.startswith("| torch | - | - |")
                for line in run.report(results).splitlines())
 
 
 def test_an_out_dir_with_files_of_someone_else_is_refused_before_anything_runs(tmp_path):
-    mine = tmp_path / "results.json"
+    name = run.outputs(jax.default_backend())[0]  # results_gpu.json on a GPU
+    mine = tmp_path / name
     mine.write_text('{"my": "numbers"}')
-    with pytest.raises(SystemExit, match=r"holds \['results.json'\], not written by"):
+    with pytest.raises(SystemExit, match=rf"holds \['{name}'\], not written by"):
         run.main(["--quick", "--out-dir", str(tmp_path)])
     assert mine.read_text() == '{"my": "numbers"}'
     (tmp_path / "file").write_text("")
@@ -57,8 +63,9 @@ def quick(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_suite_measures_every_case_and_peer(quick):
     out, results = quick
-    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert (out / "ratios.png").stat().st_size > 0
+    results_name, figure_name = run.outputs(results["backend"])[:2]
+    assert json.loads((out / results_name).read_text()) == json.loads(json.dumps(results))
+    assert (out / figure_name).stat().st_size > 0
     cases = {(r["cell"], r["B"], r["T"]) for r in results["cells"]}
     assert len(cases) == len(run.KINDS) * len(run.SHAPES["quick"])
     for row in results["cells"]:
@@ -78,7 +85,7 @@ def test_quick_suite_measures_every_case_and_peer(quick):
 def test_quick_suite_report_states_the_numbers_of_results_json(quick):
     out, results = quick
     text = (out / "RESULTS.md").read_text()
-    assert text.count(run.BEGIN) == 1
+    assert text.count(run.outputs(results["backend"])[2]) == 1
     for row in results["cells"]:
         ms = row["forward+backward"]["ms"]
         peer, peer_ms, ratio = run._ratio_text(ms)
@@ -177,3 +184,17 @@ def test_backward_paths_refuses_a_bad_argument_before_measuring(argv, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert "--" in capsys.readouterr().err
+
+
+def test_unroll_factors_measures_every_factor_and_refuses_a_bad_argument(capsys):
+    from benchmarks import unroll_factors
+
+    out = unroll_factors.main(["--factors", "1", "3", "--kinds", "gru", "--shapes", "2,5,3,4",
+                               "--repeats", "1"])
+    row = out["gru", (2, 5, 3, 4)]
+    assert set(row) == {1, 3}
+    assert all(v > 0 for r in row.values() for v in r.values())
+    assert "| gru |" in capsys.readouterr().out
+    for argv in (["--shapes", "2,5,3"], ["--factors", "0"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            unroll_factors.main(argv)
