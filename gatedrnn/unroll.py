@@ -31,17 +31,21 @@ METHODS = ("sequential", "associative")
 # hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
 # costs more memory traffic than the small per-step matmul it saves: forward+backward took
 # 1.1-1.4x as long hoisted at both throughput shapes of benchmarks/run.py for every cell,
-# and as long or longer at the latency shape (benchmarks/RESULTS.md). On accelerators one
-# large matmul is the design's default (not yet measured against the per-step one).
+# and as long or longer at the latency shape (benchmarks/RESULTS.md). On an H100 hoisting
+# took 0.85-1.16x the time of projecting per step (benchmarks/RESULTS.md); there one large
+# matmul is the design's default, except when remat checkpoints: then memory is the point,
+# and the hoisted projection and its gradient would be the largest buffers left (2 of the
+# 2.4 GiB of XLA temporaries of the LSTM at B=64, T=4096, H=256).
 PROJECT_PER_STEP = ("cpu",)
 
 
-def resolve_hoist(hoist_projection: bool | str) -> bool:
+def resolve_hoist(hoist_projection: bool | str, *, checkpointed: bool = False) -> bool:
     """``hoist_projection`` as :func:`unroll` applies it: ``"auto"`` is ``False`` on the
-    backends of ``PROJECT_PER_STEP`` (the CPU) and ``True`` elsewhere, decided by
-    ``jax.default_backend()`` when the call is traced."""
+    backends of ``PROJECT_PER_STEP`` (the CPU) or when the run is ``checkpointed`` (``remat``
+    resolved to saving carries), and ``True`` otherwise, decided by ``jax.default_backend()``
+    when the call is traced."""
     if isinstance(hoist_projection, str) and hoist_projection == "auto":
-        return jax.default_backend() not in PROJECT_PER_STEP
+        return jax.default_backend() not in PROJECT_PER_STEP and not checkpointed
     if not isinstance(hoist_projection, (bool, np.bool_)):
         raise TypeError(f"hoist_projection must be True, False or 'auto'; got "
                         f"{type(hoist_projection).__name__} {hoist_projection!r}")
@@ -106,7 +110,7 @@ MAX_FULL_UNROLL = 256
 class _Options(NamedTuple):
     unroll: int | bool
     remat: bool | int | str
-    hoist_projection: bool
+    hoist_projection: bool | str
     method: str
 
 
@@ -503,8 +507,10 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
     if opts.method == "associative":
         carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
     else:
-        inputs = cell.project(params, xs) if opts.hoist_projection else xs
-        advance = cell.recur if opts.hoist_projection else cell.step
+        every = resolve_remat(opts.remat, carry, xs.shape[0])
+        hoist = resolve_hoist(opts.hoist_projection, checkpointed=every > 0)
+        inputs = cell.project(params, xs) if hoist else xs
+        advance = cell.recur if hoist else cell.step
 
         def body(carry_tm1, inp):
             x_t, t, reset_t = inp
@@ -519,8 +525,7 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
 
         # the step index only serves lengths: without them no index array enters the loop
         steps = None if lengths is None else jnp.arange(xs.shape[0])
-        carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets),
-                                       resolve_remat(opts.remat, carry, xs.shape[0]), flip,
+        carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets), every, flip,
                                        opts.unroll)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
@@ -669,8 +674,9 @@ def unroll(
     ``cell.project`` is applied to all steps in one matmul before the scan and only
     ``cell.recur`` runs inside it; ``False`` calls ``cell.step`` inside the scan. Both give
     the same results; the default ``"auto"`` is ``False`` on the CPU, where it was measured
-    faster at every benchmarked shape, and ``True`` on GPUs and TPUs (see
-    :func:`resolve_hoist` and benchmarks/RESULTS.md).
+    faster at every benchmarked shape, and ``True`` on GPUs and TPUs unless ``remat``
+    checkpoints, whose memory saving the hoisted ``[T, *B, G*H]`` projection would undo
+    (see :func:`resolve_hoist` and benchmarks/RESULTS.md).
     ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
     ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
     (``jax.lax.associative_scan``): the same results within float32 rounding.
@@ -715,7 +721,8 @@ def unroll(
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
         hoist_projection: compute the input projection outside the scan (``True``), inside
-            it (``False``), or as measured faster on the backend (``"auto"``).
+            it (``False``), or as measured faster on the backend and inside it whenever
+            ``remat`` checkpoints (``"auto"``).
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
@@ -750,7 +757,8 @@ def unroll(
         resets = _check_resets(resets, batch_shape, num_steps, time_major)
     if checks:
         _check_values(xs, params, lengths, num_steps)
-    opts = _Options(unroll, remat, resolve_hoist(hoist_projection), method)
+    resolve_hoist(hoist_projection)  # refuses a bad value now; "auto" waits for remat's choice
+    opts = _Options(unroll, remat, hoist_projection, method)
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
 

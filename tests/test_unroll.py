@@ -86,6 +86,23 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
     assert (default == hoisted) is resolve_hoist("auto")
 
 
+def test_hoist_projection_auto_projects_inside_the_scan_when_remat_checkpoints(monkeypatch):
+    from gatedrnn.unroll import resolve_hoist
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_hoist("auto") and not resolve_hoist("auto", checkpointed=True)
+    assert resolve_hoist(True, checkpointed=True)  # an explicit choice stands
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+
+    def jaxpr(**options):
+        return str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **options))(params))
+
+    assert jaxpr(remat=False) == jaxpr(remat=False, hoist_projection=True)
+    for remat in (True, 3):
+        assert jaxpr(remat=remat) == jaxpr(remat=remat, hoist_projection=False)
+        assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist_projection=True)
+
+
 def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch):
     from gatedrnn.unroll import resolve_unroll
     assert resolve_unroll(3) == 3 and resolve_unroll(np.int64(2)) == 2
