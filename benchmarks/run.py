@@ -23,11 +23,12 @@ Writes to ``--out-dir`` (default ``benchmarks/``): ``results.json`` (every numbe
 machine, versions and command), ``ratios.png`` (each peer's time over gatedrnn's: above 1,
 gatedrnn is faster) and the section between the ``run.py`` markers of ``RESULTS.md``.
 
-On a GPU (JAX's default backend) the same command measures the same cases there and writes
-``results_gpu.json``, ``ratios_gpu.png`` and a section of its own in ``RESULTS.md``, so the
-CPU figures stay: PyTorch runs on CUDA (cuDNN), ``jax.experimental.rnn.lstm`` (cuDNN through
-XLA) joins the LSTM's peers, memory is the device allocator's peak rather than the resident
-set, and the matmul peak is measured at 4096^3 (1024^3 is launch-bound there).
+On a GPU (JAX's default backend) the same command (about 5 minutes on an H100) measures
+the same cases there and writes ``results_gpu.json``, ``ratios_gpu.png`` and a section of
+its own in ``RESULTS.md``, so the CPU figures stay: PyTorch runs on CUDA (cuDNN),
+``jax.experimental.rnn.lstm`` (cuDNN through XLA) joins the LSTM's peers, memory is the
+device allocator's peak rather than the resident set, and the matmul peak is measured at
+4096^3 (1024^3 is launch-bound there).
 """
 
 from __future__ import annotations
@@ -554,7 +555,7 @@ def check_out_dir(out: Path, backend: str = "cpu") -> None:
     present = [n for n in names if (out / n).exists()]
     if present and not ours:
         raise SystemExit(f"--out-dir {out} holds {present}, not written by benchmarks/run.py "
-                         "(its results.json records the command); they would be overwritten. "
+                         "(its results file records the command); they would be overwritten. "
                          "Choose another --out-dir")
 
 
