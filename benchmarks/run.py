@@ -296,8 +296,10 @@ for _ in range(2):  # the first call also faults its memory in; the second is th
 running[0] = False
 sampler.join()
 if device_use:  # what the device held beyond the inputs and weights already there
-    samples = [0, (device_use()[1] - in_use) / 2**20]
-print(json.dumps({"peak_mib": None if samples[0] is None else max(samples) - samples[0],
+    peak_mib = (device_use()[1] - in_use) / 2**20
+else:
+    peak_mib = None if samples[0] is None else max(samples) - samples[0]
+print(json.dumps({"peak_mib": peak_mib,
                   "seconds": seconds[1],
                   "first_call_seconds": seconds[0],
                   "xla_temp_mib": None if which == "torch" else xla_mib}))

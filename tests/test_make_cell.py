@@ -26,7 +26,8 @@ def _case(layer, batch_shape=(4,), seed=0):
 @pytest.mark.parametrize("options", [dict(), dict(reverse=True), dict(remat=True),
                                      dict(remat=3), dict(remat=3, reverse=True),
                                      dict(hoist_projection=False),
-                                     dict(hoist_projection=True)])
+                                     dict(hoist_projection=True), dict(unroll=4),
+                                     dict(unroll=4, remat=3)])
 def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
     cell = USER_CELLS[name]
     params, xs = _case(cell)

@@ -86,12 +86,13 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
     assert (default == hoisted) is resolve_hoist("auto")
 
 
-def test_hoist_projection_auto_projects_inside_the_scan_when_remat_checkpoints(monkeypatch):
+@pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
+def test_hoist_projection_auto_projects_inside_the_scan_when_remat_checkpoints(monkeypatch, name):
     from gatedrnn.unroll import resolve_hoist
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_hoist("auto") and not resolve_hoist("auto", checkpointed=True)
     assert resolve_hoist(True, checkpointed=True)  # an explicit choice stands
-    cell = CELLS["lstm"]
+    cell = {**CELLS, **USER_CELLS}[name]
     params, xs = _case(cell, (3,))
 
     def jaxpr(**options):
@@ -103,11 +104,12 @@ def test_hoist_projection_auto_projects_inside_the_scan_when_remat_checkpoints(m
         assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist_projection=True)
 
 
-def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch):
+@pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
+def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch, name):
     from gatedrnn.unroll import resolve_unroll
     assert resolve_unroll(3) == 3 and resolve_unroll(np.int64(2)) == 2
     assert resolve_unroll(True) is True
-    cell = CELLS["lstm"]
+    cell = {**CELLS, **USER_CELLS}[name]
     params, xs = _case(cell, (3,))
     for backend, factor in [("cpu", 1), ("gpu", 4), ("tpu", 1)]:
         monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
