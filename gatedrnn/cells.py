@@ -582,18 +582,21 @@ def lstm(
 
     def core(params, carry, u_t, h_mask=None):
         h_tm1, c_tm1 = carry
-        pre = dict(zip(names, _split(u_t + _masked(h_tm1, h_mask) @ params["w_h"], num_gates)))
+        pre_all = u_t + _masked(h_tm1, h_mask) @ params["w_h"]
         if peepholes:
+            pre = dict(zip(names, _split(pre_all, num_gates)))
             pre["f"] = pre["f"] + params["p_f"] * c_tm1
             if not coupled:
                 pre["i"] = pre["i"] + params["p_i"] * c_tm1
-        f_t = jax.nn.sigmoid(pre["f"])
-        i_t = 1.0 - f_t if coupled else jax.nn.sigmoid(pre["i"])
-        g_t = jnp.tanh(pre["g"])
-        c_t = f_t * c_tm1 + i_t * g_t
-        o_pre = pre["o"] + params["p_o"] * c_t if peepholes else pre["o"]
-        o_t = jax.nn.sigmoid(o_pre)
-        h_t = o_t * jnp.tanh(c_t)
+            f_t = jax.nn.sigmoid(pre["f"])
+            i_t = 1.0 - f_t if coupled else jax.nn.sigmoid(pre["i"])
+            g_t = jnp.tanh(pre["g"])
+            c_t = f_t * c_tm1 + i_t * g_t
+            o_t = jax.nn.sigmoid(pre["o"] + params["p_o"] * c_t)
+            h_t = o_t * jnp.tanh(c_t)
+        else:
+            i_t, f_t, g_t, o_t, _, _ = _lstm_gates(pre_all, c_tm1, coupled)
+            h_t, c_t = _lstm_state(pre_all, c_tm1, coupled)
         if proj_size is not None:
             h_t = h_t @ params["w_hr"]
         gates = {"input": i_t, "forget": f_t, "output": o_t, "candidate": g_t}
@@ -609,6 +612,51 @@ def lstm(
 
 def _lstm_h(carry: LSTMCarry) -> Array:
     return carry.h
+
+
+def _lstm_gates(pre: Array, c_tm1: Array, coupled: bool) -> tuple:
+    """``(i, f, g, o, c_t, tanh(c_t))`` from the packed pre-activations ``[*B, G*H]``."""
+    if coupled:
+        f_pre, g_pre, o_pre = _split(pre, 3)
+        f_t = jax.nn.sigmoid(f_pre)
+        i_t = 1.0 - f_t
+    else:
+        i_pre, f_pre, g_pre, o_pre = _split(pre, 4)
+        i_t, f_t = jax.nn.sigmoid(i_pre), jax.nn.sigmoid(f_pre)
+    g_t, o_t = jnp.tanh(g_pre), jax.nn.sigmoid(o_pre)
+    c_t = f_t * c_tm1 + i_t * g_t
+    return i_t, f_t, g_t, o_t, c_t, jnp.tanh(c_t)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _lstm_state(pre: Array, c_tm1: Array, coupled: bool) -> tuple[Array, Array]:
+    """The LSTM's ``(o ⊙ tanh(c_t), c_t)`` from its pre-activations, with a derivative written
+    by hand (below) for speed, not for a different value."""
+    _, _, _, o_t, c_t, tanh_c = _lstm_gates(pre, c_tm1, coupled)
+    return o_t * tanh_c, c_t
+
+
+@_lstm_state.defjvp
+def _lstm_state_jvp(coupled: bool, primals: tuple, tangents: tuple) -> tuple:
+    # Autodiff of the plain equations keeps 13 per-step arrays for the backward pass (each
+    # gate, 1 - gate, tanh(c_t) twice, ...); written as one coefficient per tangent term it
+    # keeps 6, and a CPU step spends much of its time writing and reading them back
+    # (docs/cells.md: "Speed"). The tangent map is linear in (d_pre, d_c_tm1):
+    #   dc_t = f dc_{t-1} + Σ_gates a_gate d_pre_gate,  dh_t = o (1 - tanh² c_t) dc_t + a_o d_pre_o
+    pre, c_tm1 = primals
+    d_pre, d_c_tm1 = tangents
+    i_t, f_t, g_t, o_t, c_t, tanh_c = _lstm_gates(pre, c_tm1, coupled)
+    a_f = (c_tm1 - g_t if coupled else c_tm1) * f_t * (1.0 - f_t)
+    a_g = i_t * (1.0 - g_t * g_t)
+    a_o = tanh_c * o_t * (1.0 - o_t)
+    if coupled:
+        d_f, d_g, d_o = _split(d_pre, 3)
+        d_c = f_t * d_c_tm1 + a_f * d_f + a_g * d_g
+    else:
+        d_i, d_f, d_g, d_o = _split(d_pre, 4)
+        d_c = f_t * d_c_tm1 + (g_t * i_t * (1.0 - i_t)) * d_i + a_f * d_f + a_g * d_g
+    d_h = (o_t * (1.0 - tanh_c * tanh_c)) * d_c + a_o * d_o
+    return (o_t * tanh_c, c_t), (d_h, d_c)
 
 
 @cell_factory
@@ -680,23 +728,55 @@ def gru(
         return params
 
     def core(params, h_tm1, u_t, h_mask=None):
-        u_r, u_z, u_n = _split(u_t, 3)
         hm = _masked(h_tm1, h_mask)
         if reset_after:
-            w_r, w_z, w_n = _split(hm @ params["w_h"], 3)
-            r_t = jax.nn.sigmoid(u_r + w_r)
-            z_t = jax.nn.sigmoid(u_z + w_z)
-            n_t = jnp.tanh(u_n + r_t * (w_n + params["b_hn"]))
+            w_t = hm @ params["w_h"]
+            r_t, z_t, n_t, _ = _gru_gates(u_t, w_t, params["b_hn"], h_tm1)
+            h_t = _gru_state(u_t, w_t, params["b_hn"], h_tm1)
         else:
+            u_r, u_z, u_n = _split(u_t, 3)
             w_r, w_z = _split(hm @ params["w_h"][:, : 2 * hh], 2)
             r_t = jax.nn.sigmoid(u_r + w_r)
             z_t = jax.nn.sigmoid(u_z + w_z)
             n_t = jnp.tanh(u_n + (r_t * hm) @ params["w_h"][:, 2 * hh :])
-        h_t = (1.0 - z_t) * n_t + z_t * h_tm1
+            h_t = (1.0 - z_t) * n_t + z_t * h_tm1
         return h_t, h_t, {"reset": r_t, "update": z_t, "candidate": n_t}
 
     return make_cell(init, core, hidden_size=hh, kind="gru", project=_affine,
                      input_size=_rows_of_w_x, dtype=dtype)
+
+
+def _gru_gates(u_t: Array, w_t: Array, b_hn: Array, h_tm1: Array) -> tuple:
+    """The reset-after GRU's ``(r, z, n, h_t)`` from its input half ``u_t`` and recurrent half
+    ``w_t = h_{t-1} @ w_h``, both ``[*B, 3H]``."""
+    u_r, u_z, u_n = _split(u_t, 3)
+    w_r, w_z, w_n = _split(w_t, 3)
+    r_t, z_t = jax.nn.sigmoid(u_r + w_r), jax.nn.sigmoid(u_z + w_z)
+    n_t = jnp.tanh(u_n + r_t * (w_n + b_hn))
+    return r_t, z_t, n_t, (1.0 - z_t) * n_t + z_t * h_tm1
+
+
+@jax.custom_jvp
+def _gru_state(u_t: Array, w_t: Array, b_hn: Array, h_tm1: Array) -> Array:
+    """The reset-after GRU's ``h_t``, with a derivative written by hand (as ``_lstm_state``)."""
+    return _gru_gates(u_t, w_t, b_hn, h_tm1)[3]
+
+
+@_gru_state.defjvp
+def _gru_state_jvp(primals: tuple, tangents: tuple) -> tuple:
+    # One coefficient per tangent term, 5 arrays kept per step instead of autodiff's 8:
+    #   dh_t = a_r (du_r + dw_r) + a_z (du_z + dw_z) + a_n du_n + a_n r (dw_n + db_hn) + z dh_{t-1}
+    u_t, w_t, b_hn, h_tm1 = primals
+    d_u, d_w, d_b_hn, d_h_tm1 = tangents
+    r_t, z_t, n_t, h_t = _gru_gates(u_t, w_t, b_hn, h_tm1)
+    a_n = (1.0 - z_t) * (1.0 - n_t * n_t)
+    a_r = a_n * (_split(w_t, 3)[2] + b_hn) * r_t * (1.0 - r_t)
+    a_z = (h_tm1 - n_t) * z_t * (1.0 - z_t)
+    du_r, du_z, du_n = _split(d_u, 3)
+    dw_r, dw_z, dw_n = _split(d_w, 3)
+    d_h = (a_r * (du_r + dw_r) + a_z * (du_z + dw_z) + a_n * du_n
+           + (a_n * r_t) * (dw_n + d_b_hn) + z_t * d_h_tm1)
+    return h_t, d_h
 
 
 def _g(v: Array) -> Array:

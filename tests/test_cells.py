@@ -112,6 +112,58 @@ def test_gru_step_matches_numpy_equations(reset_after):
     np.testing.assert_allclose(new, expected, atol=EQ_TOL)
 
 
+def _reference_loss(cell, params, carry, xs, weights):
+    """``Σ_t weights_t · h_t`` (and ``· c_T`` for the LSTM) over a NumPy run of the equations."""
+    p, xs = to_numpy(params), np.asarray(xs)
+    if cell.kind == "lstm":
+        h, c = (np.asarray(v) for v in carry)
+    else:
+        h = np.asarray(carry)
+    loss = 0.0
+    for t in range(xs.shape[1]):
+        if cell.kind == "lstm":
+            h, c = lstm_step(p, h, c, xs[:, t], coupled=cell.config["coupled"])
+        else:
+            h = gru_step(p, h, xs[:, t])
+        loss += np.sum(weights[t] * h)
+    return loss + (np.sum(weights[-1] * c) if cell.kind == "lstm" else 0.0)
+
+
+@pytest.mark.parametrize("cell", [gr.lstm(H), gr.lstm(H, coupled=True), gr.gru(H)],
+                         ids=["lstm", "lstm-coupled", "gru"])
+def test_handwritten_derivatives_match_finite_differences_of_the_equations(cell):
+    # The LSTM's and GRU's steps carry a derivative written by hand (a custom_jvp): reverse
+    # mode, forward mode and second order must all be the equations' own derivatives.
+    params, carry, x = _random_case(cell)
+    xs = jax.random.normal(jax.random.key(5), (3, 4, I), jnp.float64)
+    weights = np.random.default_rng(0).normal(size=(xs.shape[1] + 1, 3, H))
+    point = (params, carry, xs)
+    direction = jax.tree.map(np.asarray, randomize(point, jax.random.key(6), scale=1.0))
+
+    def loss(point):
+        params, carry, xs = point
+        final, ys = gr.unroll(cell, params, xs, carry)
+        total = jnp.sum(weights[:-1].swapaxes(0, 1) * ys)
+        return total + (jnp.sum(weights[-1] * final.c) if cell.kind == "lstm" else 0.0)
+
+    def moved(eps):
+        return jax.tree.map(lambda v, d: np.asarray(v) + eps * d, point, direction)
+
+    eps = 1e-5
+    expected = (_reference_loss(cell, *moved(eps), weights)
+                - _reference_loss(cell, *moved(-eps), weights)) / (2 * eps)
+    assert abs(_reference_loss(cell, *point, weights) - loss(point)) < 1e-12
+    grad = jax.grad(loss)(point)
+    along = sum(np.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(along, expected, rtol=1e-8)
+    np.testing.assert_allclose(jax.jvp(loss, (point,), (direction,))[1], expected, rtol=1e-8)
+    hvp = jax.jvp(jax.grad(loss), (point,), (direction,))[1]
+    eps = 1e-6  # the gradient's third derivative is large along a unit direction in everything
+    fd = jax.tree.map(lambda a, b: (a - b) / (2 * eps), jax.grad(loss)(moved(eps)),
+                      jax.grad(loss)(moved(-eps)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), hvp, fd)
+
+
 @pytest.mark.parametrize("cell", [gr.rnn(H), gr.lstm(H), gr.gru(H), gr.gru(H, reset_after=False)])
 def test_step_is_recur_after_project(cell):
     params, carry, x = _random_case(cell)
