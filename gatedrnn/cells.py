@@ -638,9 +638,9 @@ def _lstm_state(pre: Array, c_tm1: Array, coupled: bool) -> tuple[Array, Array]:
 
 @_lstm_state.defjvp
 def _lstm_state_jvp(coupled: bool, primals: tuple, tangents: tuple) -> tuple:
-    # Autodiff of the plain equations keeps 13 per-step arrays for the backward pass (each
-    # gate, 1 - gate, tanh(c_t) twice, ...); written as one coefficient per tangent term it
-    # keeps 6, and a CPU step spends much of its time writing and reading them back
+    # Autodiff of the plain equations keeps 11 per-step arrays besides h_{t-1} for the
+    # backward pass (gates, tanh(c_t), copies of them, c_{t-1}); one coefficient per tangent
+    # term keeps 6, and a CPU step spends much of its time writing and reading them back
     # (docs/cells.md: "Speed"). The tangent map is linear in (d_pre, d_c_tm1):
     #   dc_t = f dc_{t-1} + Σ_gates a_gate d_pre_gate,  dh_t = o (1 - tanh² c_t) dc_t + a_o d_pre_o
     pre, c_tm1 = primals
@@ -764,7 +764,7 @@ def _gru_state(u_t: Array, w_t: Array, b_hn: Array, h_tm1: Array) -> Array:
 
 @_gru_state.defjvp
 def _gru_state_jvp(primals: tuple, tangents: tuple) -> tuple:
-    # One coefficient per tangent term, 5 arrays kept per step instead of autodiff's 8:
+    # One coefficient per tangent term: 5 arrays kept per step besides h_{t-1}, not 8:
     #   dh_t = a_r (du_r + dw_r) + a_z (du_z + dw_z) + a_n du_n + a_n r (dw_n + db_hn) + z dh_{t-1}
     u_t, w_t, b_hn, h_tm1 = primals
     d_u, d_w, d_b_hn, d_h_tm1 = tangents
