@@ -530,7 +530,9 @@ def lstm(
     G is 4, or 3 when ``coupled``. The carry is :class:`LSTMCarry` ``(h [*B, P], c [*B, H])``;
     the output is ``h_t``. The forget bias is a trainable parameter's initial value
     (Jozefowicz et al. 2015), as Keras's ``unit_forget_bias``; no constant is added in the
-    forward pass.
+    forward pass. Without peepholes the step's derivative is written by hand, one coefficient
+    per tangent term (the same values; fewer arrays kept for the backward pass: docs/cells.md,
+    "Speed").
 
     Args:
         hidden_size: H.
@@ -683,7 +685,8 @@ def gru(
     ``reset_after=True`` is the form of PyTorch, cuDNN, Keras and Flax (all three recurrent
     products are one matmul); ``reset_after=False`` is Cho et al. 2014's. As in PyTorch, ``z``
     keeps the old state. Only the reset-after form has ``b_hn``: the bias inside the gated term
-    is a real extra parameter (PyTorch's ``b_hr`` and ``b_hz`` fold into ``b``).
+    is a real extra parameter (PyTorch's ``b_hr`` and ``b_hz`` fold into ``b``). The reset-after
+    step's derivative is written by hand, as the LSTM's (the same values; docs/cells.md).
 
     ======  ==========  =======================================================
     name    shape       init
