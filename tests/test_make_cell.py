@@ -213,3 +213,70 @@ def test_sweep_grid_paths_reach_options_inside_stacks_and_wrappers():
     assert rebuilt.layers[0].config["rate"] == 0.3
     with pytest.raises(ValueError, match="holds 2 layers; name one"):
         gr.sweeps.get_option(net, "layers.forget_bias")
+
+
+def _janet_with_handwritten_derivative(hidden):
+    """The forget-only LSTM of ``user_cells``, its elementwise half under ``jax.custom_jvp``
+    with one coefficient per tangent term, as docs/cells.md ("Speed") tells a user to write
+    it; the same params as ``forget_only_lstm``."""
+    @jax.custom_jvp
+    def state(pre, c):
+        a_f, a_c = jnp.split(pre, 2, -1)
+        f = jax.nn.sigmoid(a_f)
+        return f * c + (1 - f) * jnp.tanh(a_c)
+
+    @state.defjvp
+    def state_jvp(primals, tangents):
+        (pre, c), (d_pre, d_c) = primals, tangents
+        a_f, a_c = jnp.split(pre, 2, -1)
+        f, g = jax.nn.sigmoid(a_f), jnp.tanh(a_c)
+        d_f, d_g = jnp.split(d_pre, 2, -1)
+        return (f * c + (1 - f) * g,
+                f * d_c + ((c - g) * f * (1 - f)) * d_f + ((1 - f) * (1 - g * g)) * d_g)
+
+    plain = forget_only_lstm(hidden)
+
+    def core(params, c, u_t):
+        c = state(u_t + c @ params["w_h"], c)
+        return c, c
+
+    return gr.make_cell(plain.init, core, hidden_size=hidden, kind="janet_by_hand",
+                        project=plain.project, input_size=lambda p: p["w_x"].shape[0])
+
+
+@pytest.mark.parametrize("options", [dict(), dict(remat=3), dict(unroll=4),
+                                     dict(reverse=True, hoist_projection=True)])
+def test_a_user_cell_with_a_handwritten_derivative_runs_as_its_plain_twin(options):
+    by_hand, plain = _janet_with_handwritten_derivative(H), forget_only_lstm(H)
+    params, xs = _case(plain)
+    tangent = randomize(params, jax.random.key(9))
+
+    def loss(cell, p, x):
+        return jnp.sum(gr.unroll(cell, p, x, **options)[1] ** 2)
+
+    for fn in (lambda cell: jax.grad(loss, argnums=(1, 2))(cell, params, xs),
+               lambda cell: jax.jvp(lambda p: loss(cell, p, xs), (params,), (tangent,))):
+        assert_trees_close(fn(by_hand), fn(plain))
+    # vmapped, against each member's own gradient: the plain twin's vmapped float64
+    # gradient is wrong on XLA:CPU (docs/upstream/vmap_grad_float64/run.py)
+    members = [params, jax.tree.map(lambda v: 2 * v, params)]
+    vmapped = jax.vmap(lambda p: jax.grad(loss, 1)(by_hand, p, xs))(
+        jax.tree.map(lambda *v: jnp.stack(v), *members))
+    for k, member in enumerate(members):
+        assert_trees_close(jax.tree.map(lambda v: v[k], vmapped),
+                           jax.grad(loss, 1)(plain, member, xs))
+
+
+@pytest.mark.xfail(strict=True, reason="XLA:CPU bug, docs/upstream/vmap_grad_float64: a "
+                   "pass here means it is fixed and the reproducer's note can go")
+def test_vmapped_float64_gradient_through_a_scanned_lstm_equals_each_members():
+    import importlib.util
+    from pathlib import Path
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("seen on XLA:CPU only")
+    path = Path(__file__).parents[1] / "docs/upstream/vmap_grad_float64/run.py"
+    spec = importlib.util.spec_from_file_location("vmap_grad_float64", path)
+    reproducer = importlib.util.module_from_spec(spec)  # not as "run": benchmarks' is
+    spec.loader.exec_module(reproducer)
+    assert reproducer.largest_difference() < 1e-12
