@@ -1,5 +1,6 @@
 """Which ``unroll`` factor of ``gr.unroll`` is fastest on this backend, cell and shape, and
-what does each cost in compile time?
+what does each cost in compile time? With ``--hoist both``, each factor is measured with the
+input projection hoisted out of the scan and projected per step.
 
 ``lax.scan``'s loop unrolling trades a longer program (compile time) for fewer loop
 iterations. On a 2-core CPU it pays only for single-sequence gated cells
@@ -10,9 +11,9 @@ params) for each factor, interleaved, with everything else at its default, and t
 seconds of the first call of each (compiling, then one run).
 
 Command: ``python benchmarks/unroll_factors.py [--factors 1 2 4 8 16] [--kinds rnn lstm gru]
-[--shapes 64,256,64,256 256,100,128,512 1,1000,1,128] [--repeats 7]``: about 4 minutes on
-an H100 with the defaults. Prints one markdown table per shape (ms; the first-call seconds
-in brackets). Figures and conclusions are in benchmarks/RESULTS.md.
+[--shapes 64,256,64,256 256,100,128,512 1,1000,1,128] [--hoist auto|both] [--repeats 7]``:
+about 4 minutes on an H100 with the defaults. Prints one markdown table per shape (ms; the
+first-call seconds in brackets). Figures and conclusions are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def measure(kind: str, shape: tuple, factors: list[int], repeats: int) -> dict:
-    """``{factor: {"forward": ms, "forward+backward": ms, "first call": s}}`` of
-    ``gr.<kind>(H)`` over ``[B, T, I]`` inputs."""
+def variants(factors: list[int], hoist: str) -> dict[str, dict]:
+    """``{column label: gr.unroll options}``: each factor, and with ``hoist="both"`` each
+    factor hoisted and projected per step."""
+    if hoist == "auto":
+        return {f"unroll={k}": {"unroll": k} for k in factors}
+    return {f"unroll={k}, {label}": {"unroll": k, "hoist_projection": value}
+            for k in factors for label, value in (("hoisted", True), ("per step", False))}
+
+
+def measure(kind: str, shape: tuple, columns: dict[str, dict], repeats: int) -> dict:
+    """``{label: {"forward": ms, "forward+backward": ms, "first call": s}}`` of
+    ``gr.<kind>(H)`` over ``[B, T, I]`` inputs, one entry per ``columns`` label and its
+    options."""
     B, T, I, H = shape
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)
     fns, first = {}, {}
-    for k in factors:
+    for k, options in columns.items():
         for mode, fn in zip(("forward", "forward+backward"),
-                            gatedrnn_fns(kind, xs, key, H, unroll=k)):
+                            gatedrnn_fns(kind, xs, key, H, **options)):
             start = time.perf_counter()
             jax.block_until_ready(fn())
             first[k, mode] = time.perf_counter() - start
@@ -58,7 +69,7 @@ def measure(kind: str, shape: tuple, factors: list[int], repeats: int) -> dict:
     times = interleaved(fns, repeats)
     return {k: {**{mode: 1e3 * times[k, mode]["median"]
                    for mode in ("forward", "forward+backward")},
-                "first call": first[k, "forward+backward"]} for k in factors}
+                "first call": first[k, "forward+backward"]} for k in columns}
 
 
 def main(argv=None) -> dict:
@@ -69,20 +80,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--shapes", type=_shape, nargs="+",
                         default=[(64, 256, 64, 256), (256, 100, 128, 512), (1, 1000, 1, 128)],
                         metavar="B,T,I,H")
+    parser.add_argument("--hoist", choices=["auto", "both"], default="auto",
+                        help="'both': each factor with the input projection hoisted and per "
+                             "step (default: hoist_projection='auto')")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     if min(args.factors) < 1 or args.repeats < 1:
         parser.error(f"--factors and --repeats must be positive; got --factors "
                      f"{' '.join(map(str, args.factors))} --repeats {args.repeats}")
     print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind})", flush=True)
+    columns = variants(args.factors, args.hoist)
     out = {}
     for shape in args.shapes:
         print(f"\nB, T, I, H = {', '.join(map(str, shape))}: forward / forward+backward, ms "
               "(first call of forward+backward, s)\n")
-        print("| cell | " + " | ".join(f"unroll={k}" for k in args.factors) + " |")
-        print("|---|" + "---|" * len(args.factors), flush=True)
+        print("| cell | " + " | ".join(columns) + " |")
+        print("|---|" + "---|" * len(columns), flush=True)
         for kind in args.kinds:
-            row = measure(kind, shape, args.factors, args.repeats)
+            row = measure(kind, shape, columns, args.repeats)
             out[kind, shape] = row
             print(f"| {kind} | " + " | ".join(
                 f"{r['forward']:.2f} / {r['forward+backward']:.2f} ({r['first call']:.1f})"

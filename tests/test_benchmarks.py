@@ -192,9 +192,13 @@ def test_unroll_factors_measures_every_factor_and_refuses_a_bad_argument(capsys)
     out = unroll_factors.main(["--factors", "1", "3", "--kinds", "gru", "--shapes", "2,5,3,4",
                                "--repeats", "1"])
     row = out["gru", (2, 5, 3, 4)]
-    assert set(row) == {1, 3}
+    assert set(row) == {"unroll=1", "unroll=3"}
     assert all(v > 0 for r in row.values() for v in r.values())
     assert "| gru |" in capsys.readouterr().out
-    for argv in (["--shapes", "2,5,3"], ["--factors", "0"], ["--repeats", "0"]):
+    out = unroll_factors.main(["--factors", "2", "--hoist", "both", "--kinds", "lstm",
+                               "--shapes", "1,4,2,3", "--repeats", "1"])
+    assert set(out["lstm", (1, 4, 2, 3)]) == {"unroll=2, hoisted", "unroll=2, per step"}
+    for argv in (["--shapes", "2,5,3"], ["--factors", "0"], ["--repeats", "0"],
+                 ["--hoist", "yes"]):
         with pytest.raises(SystemExit):
             unroll_factors.main(argv)
