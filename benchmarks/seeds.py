@@ -45,6 +45,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep-cpu-scheduler", action="store_true",
                         help="run without gr.workarounds.avoid_cpu_deadlock() (can hang "
                              "beyond 4 seeds on JAX 0.10 CPUs)")
+    argv = sys.argv[1:] if argv is None else list(argv)  # recorded as the command
     args = parser.parse_args(argv)
 
     config = gr.train.Config(cell=gr.lstm(args.hidden), task=gr.tasks.adding(args.seq_len),
@@ -65,7 +66,7 @@ def main(argv=None) -> dict:
         print(f"{seeds} seeds: {seconds:.2f} s for {args.steps} steps", flush=True)
 
     device = jax.devices()[0]
-    record = {"command": "python benchmarks/seeds.py " + " ".join(argv or []),
+    record = {"command": " ".join(["python benchmarks/seeds.py", *argv]),
               "device": f"{device.platform}: {getattr(device, 'device_kind', '')}",
               "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
