@@ -202,3 +202,17 @@ def test_unroll_factors_measures_every_factor_and_refuses_a_bad_argument(capsys)
                  ["--hoist", "yes"]):
         with pytest.raises(SystemExit):
             unroll_factors.main(argv)
+
+
+def test_seeds_times_each_seed_count_against_one_and_records_its_command(tmp_path):
+    from benchmarks import seeds
+
+    out = tmp_path / "seeds.json"
+    argv = ["--seeds", "2", "--steps", "2", "--hidden", "3", "--batch-size", "2",
+            "--seq-len", "4", "--repeats", "1", "--out", str(out)]
+    seeds.main(argv)
+    record = json.loads(out.read_text())
+    assert record["command"] == "python benchmarks/seeds.py " + " ".join(argv)
+    assert [row["seeds"] for row in record["rows"]] == [1, 2]
+    assert record["rows"][0]["vs_one_seed"] == 1.0
+    assert all(row["ms_per_step"] > 0 for row in record["rows"])
