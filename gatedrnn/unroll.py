@@ -75,10 +75,11 @@ def resolve_unroll(unroll: int | bool | str) -> int | bool:
 
 
 # remat="auto" checkpoints when the carries of one run would take at least this many bytes
-# (the residuals autodiff stores per step are a few times the carry: 3648 MiB of XLA
-# temporaries for the LSTM at B=64, T=4096, H=256, whose carries take 512 MiB). Below it,
-# recomputing cost 1.1-1.3x the time at the benchmarked shapes for little memory saved; at
-# that T=4096 shape it cost 1.0-1.1x and cut the temporaries 6x (benchmarks/RESULTS.md).
+# (the residuals autodiff stores per step are a few times the carry: 2368 MiB of XLA
+# temporaries on the CPU for the LSTM at B=64, T=4096, H=256, whose carries take 512 MiB;
+# 3648 before its hand-written derivative). Below it, recomputing cost 1.1-1.3x the time at
+# the benchmarked shapes for little memory saved; at that T=4096 shape it cost 1.0-1.1x and
+# cut the temporaries 4-6x (benchmarks/RESULTS.md).
 REMAT_AUTO_BYTES = 2**28
 
 
