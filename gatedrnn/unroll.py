@@ -33,19 +33,23 @@ METHODS = ("sequential", "associative")
 # 1.1-1.4x as long hoisted at both throughput shapes of benchmarks/run.py for every cell,
 # and as long or longer at the latency shape (benchmarks/RESULTS.md). On an H100 hoisting
 # took 0.85-1.16x the time of projecting per step (benchmarks/RESULTS.md); there one large
-# matmul is the design's default, except when remat checkpoints: then memory is the point,
-# and the hoisted projection and its gradient would be the largest buffers left (2 of the
-# 2.4 GiB of XLA temporaries of the LSTM at B=64, T=4096, H=256).
+# matmul is the design's default. When remat checkpoints segments, the projection is hoisted
+# per segment, inside the checkpoint, so it is recomputed with the segment instead of
+# stored whole: the LSTM at B=64, T=4096, H=256 then plans the 584 MiB of XLA temporaries
+# of projecting per step, against 2.4 GiB hoisted whole, and on an H100 ran 1.02-1.03x (LSTM)
+# and 1.09-1.17x (GRU) faster than projecting per step.
 PROJECT_PER_STEP = ("cpu",)
 
 
-def resolve_hoist(hoist_projection: bool | str, *, checkpointed: bool = False) -> bool:
+def resolve_hoist(hoist_projection: bool | str, *, checkpoint_every: int = 0) -> bool:
     """``hoist_projection`` as :func:`unroll` applies it: ``"auto"`` is ``False`` on the
-    backends of ``PROJECT_PER_STEP`` (the CPU) or when the run is ``checkpointed`` (``remat``
-    resolved to saving carries), and ``True`` otherwise, decided by ``jax.default_backend()``
-    when the call is traced."""
+    backends of ``PROJECT_PER_STEP`` (the CPU) or when ``remat`` checkpoints every step
+    (``checkpoint_every == 1``: a segment is one step, and a projection hoisted out of it
+    would be stored whole), and ``True`` otherwise, decided by ``jax.default_backend()``
+    when the call is traced. With ``checkpoint_every > 1`` a hoisted projection is
+    computed per segment of that many steps."""
     if isinstance(hoist_projection, str) and hoist_projection == "auto":
-        return jax.default_backend() not in PROJECT_PER_STEP and not checkpointed
+        return jax.default_backend() not in PROJECT_PER_STEP and checkpoint_every != 1
     if not isinstance(hoist_projection, (bool, np.bool_)):
         raise TypeError(f"hoist_projection must be True, False or 'auto'; got "
                         f"{type(hoist_projection).__name__} {hoist_projection!r}")
@@ -509,9 +513,14 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
     else:
         every = resolve_remat(opts.remat, carry, xs.shape[0])
-        hoist = resolve_hoist(opts.hoist_projection, checkpointed=every > 0)
-        inputs = cell.project(params, xs) if hoist else xs
+        hoist = resolve_hoist(opts.hoist_projection, checkpoint_every=every)
+        per_segment = hoist and every > 1  # projected inside each checkpointed segment
+        inputs = cell.project(params, xs) if hoist and not per_segment else xs
         advance = cell.recur if hoist else cell.step
+
+        def project_segment(segment_inputs):
+            x_seg, *rest = segment_inputs
+            return (cell.project(params, x_seg), *rest)
 
         def body(carry_tm1, inp):
             x_t, t, reset_t = inp
@@ -527,17 +536,20 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         # the step index only serves lengths: without them no index array enters the loop
         steps = None if lengths is None else jnp.arange(xs.shape[0])
         carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets), every, flip,
-                                       opts.unroll)
+                                       opts.unroll, project_segment if per_segment else None)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
 
 
-def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll):
+def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
+                       prepare=None):
     """``lax.scan(body, carry, inputs)`` that keeps, for the backward pass, only the carry
     entering every ``every``-th step (all residuals when ``every`` is 0) and recomputes the
     steps between. The steps are split into whole segments of ``every`` steps, scanned as an
-    outer scan over ``jax.checkpoint``-ed inner scans, and a shorter last segment."""
+    outer scan over ``jax.checkpoint``-ed inner scans, and a shorter last segment;
+    ``prepare`` (segments only) maps a segment's inputs to the body's, inside the
+    checkpoint, so what it computes is recomputed rather than stored."""
     if every <= 1:
         return jax.lax.scan(jax.checkpoint(body) if every else body, carry, inputs,
                             reverse=reverse, unroll=unroll)
@@ -546,6 +558,8 @@ def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll):
 
     @jax.checkpoint
     def segment(carry, segment_inputs):
+        if prepare is not None:
+            segment_inputs = prepare(segment_inputs)
         return jax.lax.scan(body, carry, segment_inputs, reverse=reverse, unroll=unroll)
 
     head = jax.tree.map(lambda v: v[:split].reshape(-1, every, *v.shape[1:]), inputs)
@@ -676,8 +690,10 @@ def unroll(
     ``cell.recur`` runs inside it; ``False`` calls ``cell.step`` inside the scan. Both give
     the same results; the default ``"auto"`` is ``False`` on the CPU, where it was measured
     faster at every benchmarked shape, and ``True`` on GPUs and TPUs unless ``remat``
-    checkpoints, whose memory saving the hoisted ``[T, *B, G*H]`` projection would undo
-    (see :func:`resolve_hoist` and benchmarks/RESULTS.md).
+    checkpoints every step. When ``remat`` checkpoints segments of ``k`` steps, a hoisted
+    projection is computed per segment inside the checkpoint (one ``[k, *B, G*H]`` matmul,
+    recomputed in the backward pass), so it does not undo remat's memory saving (see
+    :func:`resolve_hoist` and benchmarks/RESULTS.md).
     ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
     ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
     (``jax.lax.associative_scan``): the same results within float32 rounding.
@@ -721,9 +737,10 @@ def unroll(
             sweep may want ``remat`` set by hand (see :func:`resolve_remat`).
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
-        hoist_projection: compute the input projection outside the scan (``True``), inside
-            it (``False``), or as measured faster on the backend and inside it whenever
-            ``remat`` checkpoints (``"auto"``).
+        hoist_projection: compute the input projection outside the scan (``True``; per
+            segment when ``remat`` checkpoints segments), inside it (``False``), or as
+            measured faster on the backend and inside it when ``remat`` checkpoints every
+            step (``"auto"``).
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``

@@ -216,3 +216,16 @@ def test_seeds_times_each_seed_count_against_one_and_records_its_command(tmp_pat
     assert [row["seeds"] for row in record["rows"]] == [1, 2]
     assert record["rows"][0]["vs_one_seed"] == 1.0
     assert all(row["ms_per_step"] > 0 for row in record["rows"])
+
+
+def test_remat_projection_measures_each_place_of_the_projection(capsys):
+    from benchmarks import remat_projection
+
+    out = remat_projection.main(["--kinds", "gru", "--shape", "2", "16", "3", "4",
+                                 "--repeats", "1"])["gru"]
+    assert set(out) == {"default", "hoisted per segment", "per step", "remat=False"}
+    assert all(r["temp_mib"] >= 0 and r["ms"] > 0 for r in out.values())
+    assert "| gru | hoisted per segment |" in capsys.readouterr().out
+    for argv in (["--shape", "2", "16", "3"], ["--remat", "1"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            remat_projection.main(argv)

@@ -27,7 +27,9 @@ def _case(layer, batch_shape=(4,), seed=0):
                                      dict(remat=3), dict(remat=3, reverse=True),
                                      dict(hoist_projection=False),
                                      dict(hoist_projection=True), dict(unroll=4),
-                                     dict(unroll=4, remat=3)])
+                                     dict(unroll=4, remat=3),
+                                     dict(remat=3, hoist_projection=True),
+                                     dict(remat=4, hoist_projection=True, reverse=True)])
 def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
     cell = USER_CELLS[name]
     params, xs = _case(cell)

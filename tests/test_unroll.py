@@ -63,8 +63,8 @@ def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, revers
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize(
     "options", [dict(hoist_projection=False), dict(hoist_projection=True), dict(remat=True),
-                dict(remat=False), dict(remat=4, unroll=3), dict(unroll=3), dict(unroll=1),
-                dict(unroll=4)],
+                dict(remat=False), dict(remat=4, unroll=3), dict(remat=4, hoist_projection=True),
+                dict(unroll=3), dict(unroll=1), dict(unroll=4)],
 )
 def test_unroll_options_give_equal_results(name, options):
     cell = CELLS[name]
@@ -87,21 +87,37 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
 
 
 @pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
-def test_hoist_projection_auto_projects_inside_the_scan_when_remat_checkpoints(monkeypatch, name):
+def test_hoist_projection_under_remat_projects_per_segment_and_per_step_when_every_step(
+        monkeypatch, name):
     from gatedrnn.unroll import resolve_hoist
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert resolve_hoist("auto") and not resolve_hoist("auto", checkpointed=True)
-    assert resolve_hoist(True, checkpointed=True)  # an explicit choice stands
+    assert resolve_hoist("auto") and resolve_hoist("auto", checkpoint_every=3)
+    assert not resolve_hoist("auto", checkpoint_every=1)
+    assert resolve_hoist(True, checkpoint_every=1)  # an explicit choice stands
     cell = {**CELLS, **USER_CELLS}[name]
     params, xs = _case(cell, (3,))
 
     def jaxpr(**options):
         return str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **options))(params))
 
-    assert jaxpr(remat=False) == jaxpr(remat=False, hoist_projection=True)
-    for remat in (True, 3):
-        assert jaxpr(remat=remat) == jaxpr(remat=remat, hoist_projection=False)
-        assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist_projection=True)
+    for remat, hoisted in ((False, True), (True, False), (3, True)):
+        assert jaxpr(remat=remat) == jaxpr(remat=remat, hoist_projection=hoisted)
+        assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist_projection=not hoisted)
+    # hoisted per segment, the projection is recomputed with its segment, not stored whole:
+    # XLA plans what projecting per step plans, below the [T, B, G*H] projection's size
+    monkeypatch.undo()
+    B, T_long, segment = 8, 1024, 32
+    xs = jnp.zeros((B, T_long, xs.shape[-1]), jnp.float32)
+    params = jax.tree.map(lambda v: v.astype(jnp.float32), params)
+
+    def temporaries(hoist):
+        grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(
+            cell, p, xs, remat=segment, hoist_projection=hoist)[1] ** 2)))
+        return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    projection = cell.project(params, xs).nbytes
+    per_step, hoisted = temporaries(False), temporaries(True)
+    assert hoisted <= 1.05 * per_step < per_step + projection / 2, (hoisted, per_step)
 
 
 @pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
@@ -121,7 +137,8 @@ def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch,
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 @pytest.mark.parametrize("remat", [3, 4])  # T=9: without and with a shorter last segment
 @pytest.mark.parametrize("direction", ["forward", "reverse", "reverse_lengths", "resets"])
-def test_remat_segments_equal_storing_every_step(name, remat, direction):
+@pytest.mark.parametrize("hoist", [False, True])  # True: projected per segment
+def test_remat_segments_equal_storing_every_step(name, remat, direction, hoist):
     cell = CELLS[name]
     params, xs = _case(cell, (3,))
     options = {
@@ -129,8 +146,8 @@ def test_remat_segments_equal_storing_every_step(name, remat, direction):
         "reverse_lengths": dict(reverse=True, lengths=jnp.array([9, 4, 0])),
         "resets": dict(resets=jnp.zeros((3, T), bool).at[:, 3].set(True).at[1, 7].set(True)),
     }[direction]
-    run = jax.jit(lambda p, x, k: gr.unroll(cell, p, x, remat=k, **options)[1] ** 2,
-                  static_argnums=2)
+    run = jax.jit(lambda p, x, k: gr.unroll(cell, p, x, remat=k, hoist_projection=hoist,
+                                            **options)[1] ** 2, static_argnums=2)
     assert_trees_close(run(params, xs, remat), run(params, xs, False))
     grad = jax.grad(lambda p, x, k: run(p, x, k).sum(), argnums=(0, 1))
     assert_trees_close(grad(params, xs, remat), grad(params, xs, False))
