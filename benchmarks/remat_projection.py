@@ -5,7 +5,8 @@ projection per segment, inside the checkpoint (``hoist_projection=True``, and ``
 off the CPU), so it is recomputed with its segment instead of stored whole. This script
 measures, for forward+backward (``jax.grad`` of ``sum(ys ** 2)`` in the params) at one shape,
 XLA's planned temporaries and the median time of: the default, the projection hoisted per
-segment, projected per step, and ``remat=False`` (hoisted whole, every residual stored).
+segment, projected per step, and ``remat=False`` (every step's residuals stored, the
+projection where ``"auto"`` puts it).
 
 Command: ``python benchmarks/remat_projection.py [--kinds lstm gru] [--shape 64 4096 64 256]
 [--remat K] [--repeats 7]`` (``--remat`` default ``ceil(sqrt(T))``, what ``"auto"`` picks at
