@@ -517,10 +517,8 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         per_segment = hoist and every > 1  # projected inside each checkpointed segment
         inputs = cell.project(params, xs) if hoist and not per_segment else xs
         advance = cell.recur if hoist else cell.step
-
-        def project_segment(segment_inputs):
-            x_seg, *rest = segment_inputs
-            return (cell.project(params, x_seg), *rest)
+        # segment inputs are (xs, steps, resets): only xs is projected
+        prepare = (lambda seg: (cell.project(params, seg[0]), *seg[1:])) if per_segment else None
 
         def body(carry_tm1, inp):
             x_t, t, reset_t = inp
@@ -536,7 +534,7 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         # the step index only serves lengths: without them no index array enters the loop
         steps = None if lengths is None else jnp.arange(xs.shape[0])
         carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets), every, flip,
-                                       opts.unroll, project_segment if per_segment else None)
+                                       opts.unroll, prepare)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
