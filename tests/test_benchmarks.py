@@ -229,3 +229,25 @@ def test_remat_projection_measures_each_place_of_the_projection(capsys):
     for argv in (["--shape", "2", "16", "3"], ["--remat", "1"], ["--repeats", "0"]):
         with pytest.raises(SystemExit):
             remat_projection.main(argv)
+
+
+def test_memory_reuse_times_both_allocator_settings_in_fresh_processes(tmp_path, capsys):
+    from benchmarks import memory_reuse
+
+    out = tmp_path / "memory_reuse.json"
+    argv = ["--rounds", "1", "--repeats", "1", "--kinds", "lstm", "--shape", "2", "8", "3",
+            "4", "--out", str(out)]
+    record = memory_reuse.main(argv)
+    assert json.loads(out.read_text()) == record
+    assert record["command"] == "python benchmarks/memory_reuse.py " + " ".join(argv)
+    (row,) = record["rows"]
+    assert row["case"] == "lstm 2,8,3,4"
+    for name in memory_reuse.SETTINGS:
+        assert row[f"gatedrnn forward+backward, {name}"] > 0
+        assert row[f"torch forward+backward, {name}"] > 0
+        assert row[f"gatedrnn faults, {name}"] >= 0
+    assert "| lstm 2,8,3,4 |" in capsys.readouterr().out
+    for bad in (["--rounds", "0"], ["--repeats", "0"], ["--shape", "2", "8", "0", "4"],
+                ["--kinds", "lru"]):
+        with pytest.raises(SystemExit):
+            memory_reuse.main(bad)

@@ -3,6 +3,7 @@ unsharded, an interrupted sweep resumes, results and params are written and relo
 
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -263,3 +264,57 @@ def test_importing_gatedrnn_avoids_the_cpu_deadlock_unless_told_not_to():
     late = "import jax; jax.numpy.ones(1).block_until_ready(); import gatedrnn"
     assert "imported after JAX's CPU backend started" in _import_in_a_fresh_process(
         late, JAX_PLATFORMS="cpu").stderr  # the warning is for the CPU backend alone
+
+
+_FAULTS_OF_A_CALL = """
+import resource, jax, jax.numpy as jnp, gatedrnn as gr
+cell = gr.lstm(256)
+params, xs = cell.init(jax.random.key(0), 64), jnp.ones((64, 128, 64))
+grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs)[1] ** 2)))
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(grad(params))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# not the first call's (compiling); the least, as a call can start before the previous
+# one's temporaries are freed, and take a block of its own
+print(min(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+def test_reuse_cpu_memory_keeps_xla_temporaries_resident_between_calls():
+    # this gradient's temporaries are about 80 MB: glibc's default maps them afresh at every
+    # call and each 4 KiB page faults in; kept, a later call touches no new page
+    default = int(_import_in_a_fresh_process(_FAULTS_OF_A_CALL, JAX_PLATFORMS="cpu").stdout)
+    reused = int(_import_in_a_fresh_process(_FAULTS_OF_A_CALL, JAX_PLATFORMS="cpu",
+                                            GATEDRNN_REUSE_CPU_MEMORY="1").stdout)
+    assert default > 10_000 and reused < default / 20, (default, reused)
+
+
+class _FakeLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+def test_reuse_cpu_memory_sets_glibc_options_and_says_when_it_is_late_or_cannot(monkeypatch):
+    workarounds = gr.workarounds
+    libc = _FakeLibc()  # the real one would change this test process's allocator
+    monkeypatch.setattr(workarounds.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(workarounds.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(workarounds.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    # JAX's backend runs in this process: XLA's threads may keep their own heaps
+    with pytest.warns(RuntimeWarning, match="after JAX's backend started"):
+        assert workarounds.reuse_cpu_memory(keep_bytes=2**20) is True
+    assert libc.calls == [(-8, 1), (-4, 0), (-1, 2**20)]  # arenas, mmap count, trim
+    for bad in (-1, 2**31, 1.5, True, "1G"):
+        with pytest.raises(ValueError, match=r"keep_bytes must be an int from 0 to 2\*\*31"):
+            workarounds.reuse_cpu_memory(keep_bytes=bad)
+    monkeypatch.setattr(workarounds.platform, "libc_ver", lambda: ("", ""))
+    with pytest.warns(RuntimeWarning, match="not glibc"):
+        assert workarounds.reuse_cpu_memory() is False
+    assert len(libc.calls) == 3

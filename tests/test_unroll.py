@@ -135,9 +135,9 @@ def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch,
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-@pytest.mark.parametrize("remat", [3, 4])  # T=9: without and with a shorter last segment
 @pytest.mark.parametrize("direction", ["forward", "reverse", "reverse_lengths", "resets"])
-@pytest.mark.parametrize("hoist", [False, True])  # True: projected per segment
+# T=9: segments of 3 divide it, of 4 leave a shorter last one; hoisted: projected per segment
+@pytest.mark.parametrize(("remat", "hoist"), [(3, False), (4, False), (4, True)])
 def test_remat_segments_equal_storing_every_step(name, remat, direction, hoist):
     cell = CELLS[name]
     params, xs = _case(cell, (3,))
