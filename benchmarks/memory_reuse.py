@@ -80,8 +80,7 @@ def torch_child(cases: list, repeats: int) -> dict:
 
 
 def _child(which: str, setting: str, cases: list, repeats: int) -> dict:
-    env = {**os.environ, "GATEDRNN_REUSE_CPU_MEMORY": setting,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "GATEDRNN_REUSE_CPU_MEMORY": setting}  # __main__ finds ROOT
     done = subprocess.run(
         [sys.executable, __file__, "--child", which, "--cases", json.dumps(cases),
          "--repeats", str(repeats)], env=env, capture_output=True, text=True, cwd=ROOT)
@@ -116,6 +115,9 @@ def main(argv=None) -> dict:
         child = gatedrnn_child if args.child == "gatedrnn" else torch_child
         print(json.dumps(child(json.loads(args.cases), args.repeats)))
         return {}
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        parser.error("measures a setting of glibc's malloc, which this system does not use "
+                     f"({platform.system()}, {platform.libc_ver()[0] or 'unknown'})")
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
