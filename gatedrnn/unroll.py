@@ -31,10 +31,11 @@ METHODS = ("sequential", "associative")
 # hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
 # costs more memory traffic than the small per-step matmul it saves: forward+backward took
 # 1.1-1.4x as long hoisted at both throughput shapes of benchmarks/run.py for every cell,
-# and as long or longer at the latency shape (benchmarks/RESULTS.md). On an H100 hoisting
-# took 0.85-1.16x the time of projecting per step (benchmarks/RESULTS.md); there one large
-# matmul is the design's default. When remat checkpoints segments, the projection is hoisted
-# per segment, inside the checkpoint, so it is recomputed with the segment instead of
+# and as long or longer at the latency shape (benchmarks/RESULTS.md); still 1.1-1.5x with
+# gr.workarounds.reuse_cpu_memory(), so it is not the page faults of the larger temporaries.
+# On an H100 hoisting took 0.85-1.16x the time of projecting per step (RESULTS.md); there
+# one large matmul is the design's default. When remat checkpoints segments, the projection
+# is hoisted per segment, inside the checkpoint, so it is recomputed with the segment instead of
 # stored whole: the LSTM at B=64, T=4096, H=256 then plans the 584 MiB of XLA temporaries
 # of projecting per step, against 2.4 GiB hoisted whole, and on an H100 ran 1.02-1.03x (LSTM)
 # and 1.09-1.17x (GRU) faster than projecting per step.
