@@ -115,9 +115,12 @@ def main(argv=None) -> dict:
         child = gatedrnn_child if args.child == "gatedrnn" else torch_child
         print(json.dumps(child(json.loads(args.cases), args.repeats)))
         return {}
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        parser.error("measures a setting of glibc's malloc, which this system does not use "
-                     f"({platform.system()}, {platform.libc_ver()[0] or 'unknown'})")
+    from gatedrnn.workarounds import _not_glibc
+
+    other = _not_glibc()
+    if other:
+        parser.error(f"measures a setting of glibc's malloc, which this system does not use "
+                     f"({other})")
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")

@@ -71,9 +71,9 @@ def reuse_cpu_memory(keep_bytes: int = 2**30) -> bool:
             0 <= keep_bytes <= _INT_MAX):
         raise ValueError(f"keep_bytes must be an int from 0 to 2**31 - 1 (a C int), "
                          f"got {keep_bytes!r}")
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        warnings.warn(f"reuse_cpu_memory: the C library here is not glibc "
-                      f"({platform.system()}, {platform.libc_ver()[0] or 'unknown'}), so "
+    other = _not_glibc()
+    if other:
+        warnings.warn(f"reuse_cpu_memory: the C library here is not glibc ({other}), so "
                       "nothing was changed", RuntimeWarning, stacklevel=2)
         return False
     if _backends_started():
@@ -87,6 +87,13 @@ def reuse_cpu_memory(keep_bytes: int = 2**30) -> bool:
         if mallopt(param, value) != 1:  # glibc returns 1 on success
             raise RuntimeError(f"glibc's mallopt({param}, {value}) failed")
     return True
+
+
+def _not_glibc() -> str:
+    """``""`` where the C library is glibc on Linux, else what the system is (for a message)."""
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        return ""
+    return f"{platform.system()}, {platform.libc_ver()[0] or 'unknown'}"
 
 
 def _backends_started() -> bool:

@@ -255,8 +255,9 @@ def test_memory_reuse_times_both_allocator_settings_in_fresh_processes(tmp_path,
 
 def test_memory_reuse_refuses_a_system_without_glibc(monkeypatch, capsys):
     from benchmarks import memory_reuse
+    from gatedrnn import workarounds
 
-    monkeypatch.setattr(memory_reuse.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.setattr(workarounds.platform, "libc_ver", lambda: ("", ""))
     with pytest.raises(SystemExit):
         memory_reuse.main(["--rounds", "1"])
     assert "glibc" in capsys.readouterr().err
