@@ -30,9 +30,9 @@ METHODS = ("sequential", "associative")
 # Backends on which hoist_projection="auto" projects inside the scan. On a 2-core CPU the
 # hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
 # costs more memory traffic than the small per-step matmul it saves: forward+backward took
-# 1.1-1.4x as long hoisted at both throughput shapes of benchmarks/run.py for every cell,
-# and as long or longer at the latency shape (benchmarks/RESULTS.md); still 1.1-1.5x with
-# gr.workarounds.reuse_cpu_memory(), so it is not the page faults of the larger temporaries.
+# 1.07-1.30x as long hoisted (projected as rows, _project_rows) at both throughput shapes of
+# benchmarks/run.py for every cell, and up to 1.36x at the latency shape; 0.89-1.23x with
+# gr.workarounds.reuse_cpu_memory(), faster only for the GRU at B=64 (benchmarks/RESULTS.md).
 # On an H100 hoisting took 0.85-1.16x the time of projecting per step (RESULTS.md); there
 # one large matmul is the design's default. When remat checkpoints segments, the projection
 # is hoisted per segment, inside the checkpoint, so it is recomputed with the segment instead of
@@ -516,10 +516,11 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         every = resolve_remat(opts.remat, carry, xs.shape[0])
         hoist = resolve_hoist(opts.hoist_projection, checkpoint_every=every)
         per_segment = hoist and every > 1  # projected inside each checkpointed segment
-        inputs = cell.project(params, xs) if hoist and not per_segment else xs
+        inputs = _project_rows(cell, params, xs) if hoist and not per_segment else xs
         advance = cell.recur if hoist else cell.step
         # segment inputs are (xs, steps, resets): only xs is projected
-        prepare = (lambda seg: (cell.project(params, seg[0]), *seg[1:])) if per_segment else None
+        prepare = ((lambda seg: (_project_rows(cell, params, seg[0]), *seg[1:]))
+                   if per_segment else None)
 
         def body(carry_tm1, inp):
             x_t, t, reset_t = inp
@@ -539,6 +540,19 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
+
+
+def _project_rows(cell, params: Params, xs: Array) -> Any:
+    """``cell.project`` of time-major ``xs [T, *B, I]`` applied to one ``[T*B, I]`` matrix of
+    rows, each output reshaped back to ``[T, *B, ...]``.
+
+    The same values as projecting ``xs`` whole, but the derivative differs in form: for
+    ``xs @ w`` on ``[T, B, I]`` XLA's CPU backend computed ``dw`` by transposing the whole
+    ``[T, B, G*H]`` cotangent and then a dot outside its fast library, and forward+backward
+    hoisted took 1.1-1.5x as long as with the rows (benchmarks/RESULTS.md)."""
+    lead = xs.shape[:-1]
+    rows = cell.project(params, xs.reshape(-1, xs.shape[-1]))
+    return jax.tree.map(lambda r: r.reshape(*lead, *r.shape[1:]), rows)
 
 
 def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,

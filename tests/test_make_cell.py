@@ -38,6 +38,39 @@ def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
                        python_loop(cell, params, xs, reverse=options.get("reverse", False)))
 
 
+def _pair_projection_cell(hidden):
+    """A cell whose input half is a pair of arrays, not one: a gate and a candidate."""
+    def init(key, input_size):
+        k_g, k_c, k_h = jax.random.split(key, 3)
+        return {"w_g": jax.random.normal(k_g, (input_size, hidden)) / 2,
+                "w_c": jax.random.normal(k_c, (input_size, hidden)) / 2,
+                "w_h": jax.random.normal(k_h, (hidden, hidden)) / 3}
+
+    def core(params, h, u_t):
+        gate, cand = u_t
+        z = jax.nn.sigmoid(gate)
+        return (1 - z) * h + z * jnp.tanh(cand + h @ params["w_h"]), None
+
+    def project(params, x):
+        return x @ params["w_g"], x @ params["w_c"]
+
+    return gr.make_cell(init, lambda p, h, u: (core(p, h, u)[0],) * 2, hidden_size=hidden,
+                        project=project)
+
+
+@pytest.mark.parametrize("batch_shape", [(), (2, 3)])
+@pytest.mark.parametrize("remat", [False, 3])
+def test_hoisted_projection_of_any_batch_shape_and_a_pytree_input_half(batch_shape, remat):
+    # hoisted, unroll projects all T*B rows as one matrix and reshapes each output back
+    cell = _pair_projection_cell(H)
+    params, xs = _case(cell, batch_shape)
+    run = jax.jit(lambda p, hoist: gr.unroll(cell, p, xs, remat=remat,
+                                             hoist_projection=hoist), static_argnums=1)
+    assert_trees_close(run(params, True), python_loop(cell, params, xs))
+    grad = jax.grad(lambda p, hoist: jnp.sum(run(p, hoist)[1] ** 2))
+    assert_trees_close(grad(params, True), grad(params, False))
+
+
 def test_indrnn_step_matches_its_equation_in_numpy():
     cell = indrnn(H)
     params, xs = _case(cell)
