@@ -551,7 +551,7 @@ def _project_rows(cell, params: Params, xs: Array) -> Any:
     ``[T, B, G*H]`` cotangent and then a dot outside its fast library, and forward+backward
     hoisted took 1.1-1.5x as long as with the rows (benchmarks/RESULTS.md)."""
     lead = xs.shape[:-1]
-    rows = cell.project(params, xs.reshape(-1, xs.shape[-1]))
+    rows = cell.project(params, xs.reshape(math.prod(lead), xs.shape[-1]))
     return jax.tree.map(lambda r: r.reshape(*lead, *r.shape[1:]), rows)
 
 
@@ -699,14 +699,14 @@ def unroll(
             carry, ys[..., t, :] = cell.step(params, carry, xs[..., t, :])
 
     run with ``jax.lax.scan``. With ``hoist_projection=True`` the input half
-    ``cell.project`` is applied to all steps in one matmul before the scan and only
-    ``cell.recur`` runs inside it; ``False`` calls ``cell.step`` inside the scan. Both give
-    the same results; the default ``"auto"`` is ``False`` on the CPU, where it was measured
-    faster at every benchmarked shape, and ``True`` on GPUs and TPUs unless ``remat``
-    checkpoints every step. When ``remat`` checkpoints segments of ``k`` steps, a hoisted
-    projection is computed per segment inside the checkpoint (one ``[k, *B, G*H]`` matmul,
-    recomputed in the backward pass), so it does not undo remat's memory saving (see
-    :func:`resolve_hoist` and benchmarks/RESULTS.md).
+    ``cell.project`` is applied to all steps in one matmul (over the ``[T*B, I]`` rows)
+    before the scan and only ``cell.recur`` runs inside it; ``False`` calls ``cell.step``
+    inside the scan. Both give the same results; the default ``"auto"`` is ``False`` on the
+    CPU, where it was measured faster at almost every benchmarked shape, and ``True`` on
+    GPUs and TPUs unless ``remat`` checkpoints every step. When ``remat`` checkpoints
+    segments of ``k`` steps, a hoisted projection is computed per segment inside the
+    checkpoint (one ``[k, *B, G*H]`` matmul, recomputed in the backward pass), so it does
+    not undo remat's memory saving (see :func:`resolve_hoist` and benchmarks/RESULTS.md).
     ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
     ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
     (``jax.lax.associative_scan``): the same results within float32 rounding.
