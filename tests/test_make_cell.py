@@ -49,13 +49,13 @@ def _pair_projection_cell(hidden):
     def core(params, h, u_t):
         gate, cand = u_t
         z = jax.nn.sigmoid(gate)
-        return (1 - z) * h + z * jnp.tanh(cand + h @ params["w_h"]), None
+        h = (1 - z) * h + z * jnp.tanh(cand + h @ params["w_h"])
+        return h, h
 
     def project(params, x):
         return x @ params["w_g"], x @ params["w_c"]
 
-    return gr.make_cell(init, lambda p, h, u: (core(p, h, u)[0],) * 2, hidden_size=hidden,
-                        project=project)
+    return gr.make_cell(init, core, hidden_size=hidden, project=project)
 
 
 @pytest.mark.parametrize("batch_shape", [(), (2, 3)])
