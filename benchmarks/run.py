@@ -11,8 +11,11 @@ against the sequence length, peak memory of a long sequence under each ``remat``
 2-layer bidirectional LSTM with ``lengths`` against PyTorch's packed sequences, and a
 ``gr.train`` step against a hand-written optax loop on the same model.
 
-Command: ``python benchmarks/run.py`` (about 7 minutes on a 2-core CPU);
-``--quick`` is a one-minute smoke run at toy sizes (what the tests run). Every JAX timing is
+Command: ``python benchmarks/run.py`` (4-8 minutes on a 2-core CPU);
+``--quick`` is a one-minute smoke run at toy sizes (what the tests run).
+``--shape B T I H`` (repeatable, with ``--out-dir``) measures the cells at shapes of your
+choosing instead of the issue's three, against the same peers; a shape with ``B=1`` is
+reported per step, as the latency shape is. Every JAX timing is
 the median of ``--repeats`` repetitions interleaved across the compared functions (a slow
 period of the machine hits them all), after one call that compiles and warms up; PyTorch's
 are medians of as many repetitions in their own process, right after. Peers that are not
@@ -571,18 +574,39 @@ def check_out_dir(out: Path, backend: str = "cpu") -> None:
                          "Choose another --out-dir")
 
 
+def command(quick: bool, shapes: list | None) -> str:
+    """The command line of a run, as results.json and RESULTS.md record it."""
+    return ("python benchmarks/run.py" + " --quick" * quick
+            + "".join(f" --shape {B} {T} {I} {H}" for B, T, I, H in shapes or []))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes, for the tests")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repetitions per function (default 5, 2 with --quick)")
-    parser.add_argument("--out-dir", default=str(Path(__file__).parent))
+    parser.add_argument("--shape", type=int, nargs=4, action="append",
+                        metavar=("B", "T", "I", "H"),
+                        help="a shape of the cell tables (repeatable) instead of the issue's "
+                             "three; needs --out-dir")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the results go (default benchmarks/; required with "
+                             "--shape, so the recorded figures stay)")
     args = parser.parse_args(argv)
     quick = args.quick
     repeats = args.repeats if args.repeats is not None else (2 if quick else 5)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1; got {repeats}")
-    out_dir = Path(args.out_dir)
+    shapes = SHAPES["quick" if quick else "paper"]
+    if args.shape:
+        if any(n < 1 for shape in args.shape for n in shape):
+            parser.error(f"--shape takes four positive sizes B T I H; got {args.shape}")
+        if args.out_dir is None:
+            parser.error("--shape needs --out-dir: benchmarks/ holds the figures of the "
+                         "issue's shapes, which these would replace")
+        shapes = [("latency" if B == 1 else "throughput", B, T, I, H)
+                  for B, T, I, H in args.shape]
+    out_dir = Path(args.out_dir or Path(__file__).parent)
     backend = jax.default_backend()
     check_out_dir(out_dir, backend)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -598,9 +622,9 @@ def main(argv=None) -> dict:
     log(f"matmul peak: {max(peaks):.0f} GFLOP/s")
     missing = [n for n in ("equinox", "torch") if not _installed(n)]
     results = {
-        "machine": machine(), "command": "python benchmarks/run.py" + (" --quick" * quick),
+        "machine": machine(), "command": command(quick, args.shape),
         "repeats": repeats, "missing": missing, "backend": backend, "peak_size": peak_size,
-        "cells": cell_cases(SHAPES["quick" if quick else "paper"], repeats, log),
+        "cells": cell_cases(shapes, repeats, log),
         "compile": compile_times({"batch": 4 if quick else 64, "input": 8 if quick else 64,
                                   "hidden": 16 if quick else 256,
                                   "lengths": [16, 256] if quick else [256, 4096]}, log),

@@ -54,10 +54,25 @@ def test_an_out_dir_with_files_of_someone_else_is_refused_before_anything_runs(t
     assert not (tmp_path / "new").exists()
 
 
+# the quick sizes, with the cells at shapes given by --shape (one of them a B=1 shape
+# that is not --quick's own), as a reviewer measures shapes of their own
+SHAPE_ARGS = ["--shape", "8", "16", "8", "16", "--shape", "1", "24", "2", "8"]
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return out, run.main(["--quick", "--out-dir", str(out)])
+    return out, run.main(["--quick", *SHAPE_ARGS, "--out-dir", str(out)])
+
+
+def test_shapes_of_ones_own_need_an_out_dir_and_positive_sizes(capsys):
+    for argv, message in (
+            (["--shape", "2", "8", "3", "4"], "--shape needs --out-dir"),
+            (["--shape", "2", "0", "3", "4", "--out-dir", "x"], "four positive sizes"),
+            (["--shape", "2", "8", "3"], "expected 4 arguments")):
+        with pytest.raises(SystemExit) as error:
+            run.main(argv)
+        assert error.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -66,8 +81,10 @@ def test_quick_suite_measures_every_case_and_peer(quick):
     results_name, figure_name = run.outputs(results["backend"])[:2]
     assert json.loads((out / results_name).read_text()) == json.loads(json.dumps(results))
     assert (out / figure_name).stat().st_size > 0
-    cases = {(r["cell"], r["B"], r["T"]) for r in results["cells"]}
-    assert len(cases) == len(run.KINDS) * len(run.SHAPES["quick"])
+    cases = {(r["cell"], r["B"], r["T"], r["I"], r["H"], r["label"]) for r in results["cells"]}
+    assert cases == {(kind, *shape) for kind in run.KINDS
+                     for shape in [(8, 16, 8, 16, "throughput"), (1, 24, 2, 8, "latency")]}
+    assert results["command"] == " ".join(["python benchmarks/run.py --quick", *SHAPE_ARGS])
     for row in results["cells"]:
         for mode in ("forward", "forward+backward"):
             ms = row[mode]["ms"]
