@@ -15,10 +15,10 @@ Command: ``python benchmarks/run.py`` (4-8 minutes on a 2-core CPU);
 ``--quick`` is a one-minute smoke run at toy sizes (what the tests run).
 ``--shape B T I H`` (repeatable, with ``--out-dir``) measures the cells at shapes of your
 choosing instead of the issue's three, against the same peers; a shape with ``B=1`` is
-reported per step, as the latency shape is. Every JAX timing is
-the median of ``--repeats`` repetitions interleaved across the compared functions (a slow
-period of the machine hits them all), after one call that compiles and warms up; PyTorch's
-are medians of as many repetitions in their own process, right after. Peers that are not
+reported per step, as the latency shape is. Every JAX timing is the median of ``--repeats``
+repetitions interleaved across the compared functions (a slow period of the machine hits
+them all), after one call that compiles and warms up; PyTorch's are medians of as many
+repetitions in their own process, right after. Peers that are not
 installed are left out and named in the report (``pip install equinox``; PyTorch:
 ``pip install torch==2.13.0``).
 
