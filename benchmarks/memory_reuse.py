@@ -28,8 +28,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.shapes import SUITE, add_shape_option  # noqa: E402
+
 SETTINGS = {"glibc default": "0", "reuse_cpu_memory": "1"}
-SHAPES = [(64, 256, 64, 256), (256, 100, 128, 512), (1, 1000, 1, 128)]
 
 
 def _resident_mib() -> float:
@@ -80,7 +82,7 @@ def torch_child(cases: list, repeats: int) -> dict:
 
 
 def _child(which: str, setting: str, cases: list, repeats: int) -> dict:
-    env = {**os.environ, "GATEDRNN_REUSE_CPU_MEMORY": setting}  # __main__ finds ROOT
+    env = {**os.environ, "GATEDRNN_REUSE_CPU_MEMORY": setting}  # the script puts ROOT on sys.path
     done = subprocess.run(
         [sys.executable, __file__, "--child", which, "--cases", json.dumps(cases),
          "--repeats", str(repeats)], env=env, capture_output=True, text=True, cwd=ROOT)
@@ -104,8 +106,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"],
                         choices=["rnn", "lstm", "gru"])
-    parser.add_argument("--shape", type=int, nargs=4, action="append", metavar=("B", "T", "I", "H"),
-                        help="a shape to measure (repeatable); the suite's three by default")
+    add_shape_option(parser, "a shape to measure (repeatable); the suite's three by default")
     parser.add_argument("--out", default=str(Path(__file__).with_name("memory_reuse.json")))
     parser.add_argument("--child", choices=["gatedrnn", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
@@ -124,9 +125,7 @@ def main(argv=None) -> dict:
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    shapes = [tuple(s) for s in args.shape] if args.shape else SHAPES
-    if any(n < 1 for shape in shapes for n in shape):
-        parser.error(f"--shape takes four positive sizes B T I H, got {shapes}")
+    shapes = [tuple(s) for s in args.shape] if args.shape else SUITE
     cases = [(kind, shape) for kind in args.kinds for shape in shapes]
 
     runs = {(which, name): [] for which in ("gatedrnn", "torch") for name in SETTINGS}
@@ -177,5 +176,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

@@ -55,6 +55,7 @@ import numpy as np
 import gatedrnn as gr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.shapes import QUICK, SUITE, add_shape_option, label  # noqa: E402
 from benchmarks.timing import interleaved, matmul_peak, time_run, unroll_flops  # noqa: E402
 
 BEGIN, END = "<!-- run.py:begin -->", "<!-- run.py:end -->"
@@ -69,12 +70,6 @@ def outputs(backend: str) -> tuple[str, str, str, str]:
     return (f"results_{backend}.json", f"ratios_{backend}.png",
             f"<!-- run.py:{backend}:begin -->", f"<!-- run.py:{backend}:end -->")
 
-# (label, B, T, I, H): the shapes issue 11 names; the cells run at each
-SHAPES = {
-    "paper": [("throughput", 64, 256, 64, 256), ("throughput", 256, 100, 128, 512),
-              ("latency", 1, 1000, 1, 128)],
-    "quick": [("throughput", 8, 16, 8, 16), ("latency", 1, 40, 1, 8)],
-}
 KINDS = ("rnn", "lstm", "gru")
 
 
@@ -195,7 +190,7 @@ def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
     (the default arguments, and each choice of ``hoist_projection``) and the peers: the JAX
     ones interleaved in this process, PyTorch in its own."""
     rows = []
-    for label, B, T, I, H in shapes:
+    for B, T, I, H in shapes:
         key = jax.random.key(0)
         xs = jax.random.normal(key, (B, T, I), jnp.float32)
         for kind in KINDS:
@@ -207,7 +202,7 @@ def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
                    "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H,
                                                         hoist_projection=False)}
             fns.update(peers(kind, xs, key, H))
-            row = {"label": label, "cell": kind, "B": B, "T": T, "I": I, "H": H}
+            row = {"label": label(B), "cell": kind, "B": B, "T": T, "I": I, "H": H}
             torch = torch_times("cell", kind, B, T, I, H, repeats)
             for mode, index, backward in (("forward", 0, False), ("forward+backward", 1, True)):
                 times = {n: t["median"] for n, t in
@@ -585,10 +580,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="toy sizes, for the tests")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repetitions per function (default 5, 2 with --quick)")
-    parser.add_argument("--shape", type=int, nargs=4, action="append",
-                        metavar=("B", "T", "I", "H"),
-                        help="a shape of the cell tables (repeatable) instead of the issue's "
-                             "three; needs --out-dir")
+    add_shape_option(parser, "a shape of the cell tables (repeatable) instead of the "
+                             "issue's three; needs --out-dir")
     parser.add_argument("--out-dir", default=None,
                         help="where the results go (default benchmarks/; required with "
                              "--shape, so the recorded figures stay)")
@@ -597,15 +590,10 @@ def main(argv=None) -> dict:
     repeats = args.repeats if args.repeats is not None else (2 if quick else 5)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1; got {repeats}")
-    shapes = SHAPES["quick" if quick else "paper"]
-    if args.shape:
-        if any(n < 1 for shape in args.shape for n in shape):
-            parser.error(f"--shape takes four positive sizes B T I H; got {args.shape}")
-        if args.out_dir is None:
-            parser.error("--shape needs --out-dir: benchmarks/ holds the figures of the "
-                         "issue's shapes, which these would replace")
-        shapes = [("latency" if B == 1 else "throughput", B, T, I, H)
-                  for B, T, I, H in args.shape]
+    if args.shape and args.out_dir is None:
+        parser.error("--shape needs --out-dir: benchmarks/ holds the figures of the issue's "
+                     "shapes, which these would replace")
+    shapes = args.shape or (QUICK if quick else SUITE)
     out_dir = Path(args.out_dir or Path(__file__).parent)
     backend = jax.default_backend()
     check_out_dir(out_dir, backend)
