@@ -20,10 +20,17 @@ machine? Measured for the shipped cells against ``jax.grad`` of ``gr.unroll`` as
   same scan without any weight gradient: a bound on what deferring the weight gradients
   could save, not a gradient of the params.
 
+A second table isolates the cost that deferring removes: the sum ``Σ_t h_{t-1}^T g_t`` of
+the recurrent weights' gradient (``h [B, H]``, ``g [B, G*H]``, random), formed in a scan
+as ``jax.grad``'s backward loop forms it (a dot of the two ``B``-row matrices, then an add
+to the ``[H, G*H]`` total), the same with ``h^T`` materialised first (so that the dot
+contracts an ordinary ``[H, B] x [B, G*H]`` product), and after the loop as one dot over
+all ``T*B`` rows.
+
 Command: ``python benchmarks/backward_paths.py [--shape B T I H] [--repeats 7]``: 15
 seconds on a 2-core CPU at the default latency shape (B=1, T=1000, I=1, H=128), 40 at
 B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of ``deferred``
-from ``jax.grad`` and a table of medians in ms. Not used by the library; the figures and
+from ``jax.grad`` and two tables of medians in ms. Not used by the library; the figures and
 the conclusions are in benchmarks/RESULTS.md.
 """
 
@@ -109,6 +116,37 @@ def gradient_paths(cell, xs) -> dict:
             "carry only": grad(plain, argnums=1)}
 
 
+def accumulation_paths(num_steps: int, batch: int, hidden: int, width: int) -> dict:
+    """``name -> fn()``: ``Σ_t h_t^T g_t`` for random ``h [T, B, H]`` and ``g [T, B, W]``
+    formed in a scan (``"in the loop"``, ``"in the loop, h^T first"``) or by one dot over
+    all ``T*B`` rows (``"after the loop"``); module docstring."""
+    k_h, k_g = jax.random.split(jax.random.key(1))
+    hs = jax.random.normal(k_h, (num_steps, batch, hidden), jnp.float32)
+    gs = jax.random.normal(k_g, (num_steps, batch, width), jnp.float32)
+
+    def in_loop(product):
+        def run(hs, gs):
+            def body(total, hg):
+                return total + product(*hg), None
+            return jax.lax.scan(body, jnp.zeros((hidden, width), jnp.float32), (hs, gs))[0]
+        return jax.jit(run)
+
+    # the barrier keeps XLA from folding the transpose back into the dot's operand
+    fns = {"in the loop": in_loop(lambda h, g: h.T @ g),
+           "in the loop, h^T first": in_loop(
+               lambda h, g: jax.lax.optimization_barrier(h.T) @ g),
+           "after the loop": jax.jit(lambda hs, gs: hs.reshape(-1, hidden).T
+                                     @ gs.reshape(-1, width))}
+    return {name: functools.partial(fn, hs, gs) for name, fn in fns.items()}
+
+
+def _print_table(ms: dict) -> None:
+    names = list(next(iter(ms.values())))
+    print("| cell | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for kind, row in ms.items():
+        print(f"| {kind} | " + " | ".join(f"{row[n]:.2f}" for n in names) + " |")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"],
@@ -123,7 +161,7 @@ def main(argv=None) -> dict:
     B, T, I, H = args.shape
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)
-    fns, errors = {}, {}
+    fns, sums, errors = {}, {}, {}
     for kind in args.kinds:
         cell = getattr(gr, kind)(H)
         params = cell.init(key, I)
@@ -137,14 +175,18 @@ def main(argv=None) -> dict:
               f"difference from jax.grad {errors[kind]:.1e}", flush=True)
         for name, fn in paths.items():
             fns[kind, name] = functools.partial(fn, params, carry)
+        for name, fn in accumulation_paths(T, B, H, params["w_h"].shape[1]).items():
+            sums[kind, name] = fn
     times = interleaved(fns, args.repeats)
     ms = {kind: {name: 1e3 * times[kind, name]["median"] for (k, name) in fns if k == kind}
           for kind in args.kinds}
-    names = list(next(iter(ms.values())))
-    print("| cell | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
-    for kind, row in ms.items():
-        print(f"| {kind} | " + " | ".join(f"{row[n]:.2f}" for n in names) + " |")
-    return {"errors": errors, "ms": ms}
+    _print_table(ms)
+    times = interleaved(sums, args.repeats)
+    accumulation = {kind: {name: 1e3 * times[kind, name]["median"]
+                           for (k, name) in sums if k == kind} for kind in args.kinds}
+    print("The recurrent weights' gradient alone, ms:")
+    _print_table(accumulation)
+    return {"errors": errors, "ms": ms, "accumulation": accumulation}
 
 
 if __name__ == "__main__":

@@ -191,6 +191,21 @@ def test_backward_paths_measures_each_path_and_deferred_equals_jax_grad():
     assert set(result["ms"]["gru"]) == {"jax.grad", "unroll=2", "unroll=4", "deferred",
                                         "carry only"}
     assert all(math.isfinite(ms) and ms > 0 for ms in result["ms"]["gru"].values())
+    sums = result["accumulation"]["gru"]
+    assert set(sums) == {"in the loop", "in the loop, h^T first", "after the loop"}
+    assert all(math.isfinite(ms) and ms > 0 for ms in sums.values())
+
+
+def test_the_weight_gradient_sums_agree_with_numpy():
+    import numpy as np
+
+    from benchmarks.backward_paths import accumulation_paths
+
+    fns = accumulation_paths(5, 3, 4, 12)
+    hs, gs = (np.asarray(a, np.float64) for a in fns["after the loop"].args)
+    expected = np.einsum("tbh,tbw->hw", hs, gs)
+    for fn in fns.values():
+        np.testing.assert_allclose(fn(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("argv", [["--shape", "1", "0", "1", "4"], ["--repeats", "0"],
