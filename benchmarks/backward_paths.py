@@ -48,6 +48,7 @@ import gatedrnn as gr
 from gatedrnn.unroll import _run_dtype
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.shapes import add_shape_option  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 
 
@@ -151,13 +152,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"],
                         choices=["rnn", "lstm", "gru"])
-    parser.add_argument("--shape", type=int, nargs=4, default=[1, 1000, 1, 128],
-                        metavar=("B", "T", "I", "H"))
+    add_shape_option(parser, "the shape measured", default=(1, 1000, 1, 128))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    if min(args.shape) < 1 or args.repeats < 1:
-        parser.error(f"--shape B T I H and --repeats must be positive; got --shape "
-                     f"{' '.join(map(str, args.shape))} --repeats {args.repeats}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be positive; got {args.repeats}")
     B, T, I, H = args.shape
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)

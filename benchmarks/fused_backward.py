@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import gatedrnn as gr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks.shapes import add_shape_option  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 
 
@@ -127,10 +128,11 @@ def fused_unroll(cell, params, xs):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kind", default="lstm", choices=["rnn", "lstm", "gru"])
-    parser.add_argument("--shape", type=int, nargs=4, default=[64, 256, 64, 256],
-                        metavar=("B", "T", "I", "H"))
+    add_shape_option(parser, "the shape measured", default=(64, 256, 64, 256))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be positive; got {args.repeats}")
     B, T, I, H = args.shape
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import gatedrnn as gr  # noqa: E402
+from benchmarks.shapes import add_shape_option  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 
 
@@ -53,16 +54,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["lstm", "gru"],
                         choices=["rnn", "lstm", "gru"])
-    parser.add_argument("--shape", type=int, nargs=4, default=[64, 4096, 64, 256],
-                        metavar=("B", "T", "I", "H"))
+    add_shape_option(parser, "the shape measured", default=(64, 4096, 64, 256))
     parser.add_argument("--remat", type=int, default=None,
                         help="steps per checkpointed segment (default ceil(sqrt(T)))")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    if min(args.shape) < 1 or args.repeats < 1 or (args.remat is not None and args.remat < 2):
-        parser.error(f"--shape and --repeats must be positive and --remat at least 2; got "
-                     f"--shape {' '.join(map(str, args.shape))} --repeats {args.repeats} "
-                     f"--remat {args.remat}")
+    if args.repeats < 1 or (args.remat is not None and args.remat < 2):
+        parser.error(f"--repeats must be positive and --remat at least 2; got --repeats "
+                     f"{args.repeats} --remat {args.remat}")
     remat = args.remat or math.ceil(math.sqrt(args.shape[1]))
     print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); B, T, I, H = "
           f"{', '.join(map(str, args.shape))}; remat={remat}\n")

@@ -1,6 +1,7 @@
-"""The shapes the suite measures and the repeatable ``--shape B T I H`` option of the scripts
-that measure several (``run.py``, ``memory_reuse.py``). Free of JAX, so a script can read its
-arguments before it decides what its process imports."""
+"""The shapes the suite measures and the ``--shape B T I H`` option of the benchmark scripts:
+repeatable in those that measure several (``run.py``, ``memory_reuse.py``), single with a
+default in the others. Free of JAX, so a script can read its arguments before it decides what
+its process imports."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def _size(text: str) -> int:
     return value
 
 
-def add_shape_option(parser: argparse.ArgumentParser, help: str) -> None:
-    """Adds ``--shape B T I H``, repeatable; ``args.shape`` is a list of 4-lists or None."""
-    parser.add_argument("--shape", type=_size, nargs=4, action="append",
-                        metavar=("B", "T", "I", "H"), help=help)
+def add_shape_option(parser: argparse.ArgumentParser, help: str,
+                     default: tuple | None = None) -> None:
+    """Adds ``--shape B T I H`` of positive sizes. Without ``default`` it is repeatable and
+    ``args.shape`` is a list of 4-lists or None; with one, ``args.shape`` is one 4-list."""
+    if default is None:
+        parser.add_argument("--shape", type=_size, nargs=4, action="append",
+                            metavar=("B", "T", "I", "H"), help=help)
+    else:
+        parser.add_argument("--shape", type=_size, nargs=4, default=list(default),
+                            metavar=("B", "T", "I", "H"), help=f"{help} (default {default})")

@@ -604,7 +604,7 @@ def _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip):
             f"gr.lru are); cell {getattr(cell, 'kind', type(cell).__name__)!r} is not: use "
             "method='sequential'"
         )
-    us = cell.project(params, xs)
+    us = _project_rows(cell, params, xs)
     zeros = jax.tree.map(jnp.zeros_like, carry)
     ones = jax.tree.map(jnp.ones_like, carry)
 

@@ -258,9 +258,20 @@ def test_remat_projection_measures_each_place_of_the_projection(capsys):
     assert set(out) == {"default", "hoisted per segment", "per step", "remat=False"}
     assert all(r["temp_mib"] >= 0 and r["ms"] > 0 for r in out.values())
     assert "| gru | hoisted per segment |" in capsys.readouterr().out
-    for argv in (["--shape", "2", "16", "3"], ["--remat", "1"], ["--repeats", "0"]):
+    for argv in (["--shape", "2", "16", "3"], ["--shape", "2", "0", "3", "4"], ["--remat", "1"],
+                 ["--repeats", "0"]):
         with pytest.raises(SystemExit):
             remat_projection.main(argv)
+
+
+@pytest.mark.parametrize("argv", [["--shape", "2", "0", "3", "4"], ["--shape", "2", "x", "3", "4"],
+                                  ["--repeats", "0"]])
+def test_fused_backward_refuses_a_bad_argument_before_measuring(argv, capsys):
+    from benchmarks.fused_backward import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "--" in capsys.readouterr().err
 
 
 def test_memory_reuse_times_both_allocator_settings_in_fresh_processes(tmp_path, capsys):
