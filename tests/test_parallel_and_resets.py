@@ -104,6 +104,37 @@ def test_associative_scan_is_stable_over_thousands_of_steps_in_float32():
     np.testing.assert_allclose(par, seq, atol=1e-5)
 
 
+def _user_linear_cell():
+    """A gated linear recurrence built with the public constructor, whose input half is a
+    pair: ``h_t = sigmoid(a_t) * h_{t-1} + b_t``."""
+    def init(key, input_size):
+        return {"w": jax.random.normal(key, (input_size, 2 * H)) / input_size ** 0.5}
+
+    def project(params, x):
+        a, b = jnp.split(x @ params["w"], 2, axis=-1)
+        return {"a": a, "b": b}
+
+    def core(params, h, u_t):
+        h = jax.nn.sigmoid(u_t["a"]) * h + u_t["b"]
+        return h, h
+
+    return gr.make_cell(init, core, hidden_size=H, project=project, linear=True)
+
+
+@pytest.mark.parametrize("batch_shape", [(), (2, 3)])
+def test_associative_scan_of_a_user_cell_with_a_pytree_input_half_equals_the_sequential(
+        batch_shape):
+    cell = _user_linear_cell()
+    params, xs = _case(cell, batch_shape=batch_shape, dtype=jnp.float32, scale=0)
+
+    def run(p, method):
+        return gr.unroll(cell, p, xs, method=method)
+
+    assert_trees_close(run(params, "associative"), run(params, "sequential"), ASSOC_TOL)
+    grad = jax.grad(lambda p, m: jnp.sum(jnp.sin(run(p, m)[1])))
+    assert_trees_close(grad(params, "associative"), grad(params, "sequential"), ASSOC_TOL)
+
+
 @pytest.mark.parametrize("cell", [gr.lstm(H), indrnn(H), gr.recurrent_dropout(gr.min_gru(H), 0.1)])
 def test_associative_scan_refuses_cells_that_are_not_linear(cell):
     params, xs = _case(cell)
