@@ -1,21 +1,14 @@
 """Which formulation of forward+backward through a scan is fastest at a shape, on this
-machine? Measured for the shipped cells against ``jax.grad`` of ``gr.unroll`` as it is:
+machine? Measured for the shipped cells against ``jax.grad`` of ``gr.unroll`` with JAX's own
+derivative of the scan (``backward="scan"``):
 
 - ``unroll=2`` and ``unroll=4``: ``lax.scan``'s loop unrolling, applied by JAX to the
   forward and the transposed (backward) scan alike;
-- ``deferred``: the params' and inputs' gradients taken after the backward scan, for all
-  ``T*B`` rows at once, so that the backward loop carries only the carry's cotangent (what
-  cuDNN does for the weight gradient). :func:`deferred_unroll` does it for any cell of the
-  protocol, through ``cell.step`` only, with a ``jax.custom_jvp`` instead of the
-  ``custom_vjp`` of ``benchmarks/fused_backward.py``: forward mode (``jax.jvp``,
-  ``jax.jacfwd``) and higher derivatives keep working, and no residual is named. Its JVP
-  writes the tangent of the carry as a linear recurrence driven from outside,
-  ``dc_t = J_t dc_{t-1} + v_t`` with ``J_t = d step / d carry`` at step ``t`` and
-  ``v_t = d step / d (params, x_t) . (dparams, dx_t)``, the forcings ``v_t`` computed for
-  all steps in one ``vmap`` over the saved carries. Transposed by ``jax.grad``, the loop
-  carries only the carry's cotangent and the forcings' transpose is one batched product
-  after it. The price: autodiff recomputes each step's activations from the saved carry
-  in a second scan, one more forward pass;
+- ``deferred``: ``gr.unroll(..., backward="deferred")``, the params' and inputs' gradients
+  taken after the backward scan, for all ``T*B`` rows at once, so that the backward loop
+  carries only the carry's cotangent (what cuDNN does for the weight gradient; see
+  :func:`gatedrnn.unroll.deferred_scan`), which ``backward="auto"`` takes on the CPU for 2 to
+  8 rows;
 - ``carry only``: ``jax.grad`` in the initial carry alone (the params held fixed), the
   same scan without any weight gradient: a bound on what deferring the weight gradients
   could save, not a gradient of the params.
@@ -30,8 +23,9 @@ all ``T*B`` rows.
 Command: ``python benchmarks/backward_paths.py [--shape B T I H] [--repeats 7]``: 15
 seconds on a 2-core CPU at the default latency shape (B=1, T=1000, I=1, H=128), 40 at
 B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of ``deferred``
-from ``jax.grad`` and two tables of medians in ms. Not used by the library; the figures and
-the conclusions are in benchmarks/RESULTS.md.
+from ``jax.grad`` and two tables of medians in ms. The figures are in
+benchmarks/RESULTS.md, and ``backward="auto"``'s rule (``gatedrnn.unroll.DEFER_ROWS``) was
+chosen from them.
 """
 
 from __future__ import annotations
@@ -45,56 +39,10 @@ import jax
 import jax.numpy as jnp
 
 import gatedrnn as gr
-from gatedrnn.unroll import _run_dtype
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
-
-
-def deferred_scan(step, params, carry0, xs):
-    """``lax.scan(lambda c, x: step(params, c, x), carry0, xs)`` over time-major ``xs``,
-    whose derivatives defer the params' and inputs' part to outside the loop (module
-    docstring). Equal to the plain scan in values and in every derivative."""
-
-    @jax.custom_jvp
-    def run(params, carry0, xs):
-        return jax.lax.scan(lambda c, x: step(params, c, x), carry0, xs)
-
-    @run.defjvp
-    def run_jvp(primals, tangents):
-        params, carry0, xs = primals
-        d_params, d_carry0, d_xs = tangents
-
-        def forward(c, x):
-            c_next, y = step(params, c, x)
-            return c_next, (y, c)
-
-        final, (ys, entering) = jax.lax.scan(forward, carry0, xs)
-
-        def forcing(c, x, dx):
-            return jax.jvp(lambda p, x: step(p, c, x), (params, x), (d_params, dx))[1]
-
-        v_carry, v_ys = jax.vmap(forcing)(entering, xs, d_xs)
-
-        def linear(dc, inputs):
-            c, x, v_c, v_y = inputs
-            j_c, j_y = jax.jvp(lambda c: step(params, c, x), (c,), (dc,))[1]
-            return jax.tree.map(jnp.add, j_c, v_c), j_y + v_y
-
-        d_final, d_ys = jax.lax.scan(linear, d_carry0, (entering, xs, v_carry, v_ys))
-        return (final, ys), (d_final, d_ys)
-
-    return run(params, carry0, xs)
-
-
-def deferred_unroll(cell, params, xs, carry=None):
-    """``gr.unroll(cell, params, xs, carry)`` (batch-major ``xs [*B, T, I]``, no other
-    options) through :func:`deferred_scan`."""
-    if carry is None:  # in the run's dtype, as unroll makes it
-        carry = cell.initial_carry(xs.shape[:-2], params=params, dtype=_run_dtype(xs, params))
-    carry, ys = deferred_scan(cell.step, params, carry, jnp.moveaxis(xs, -2, 0))
-    return carry, jnp.moveaxis(ys, 0, -2)
 
 
 def _sum_sq(ys):
@@ -107,13 +55,13 @@ def gradient_paths(cell, xs) -> dict:
     def grad(run, argnums=0):
         return jax.jit(jax.grad(lambda p, c: _sum_sq(run(p, c)[1]), argnums=argnums))
 
-    def plain(p, c, **options):
-        return gr.unroll(cell, p, xs, c, **options)
+    def plain(p, c, backward="scan", **options):
+        return gr.unroll(cell, p, xs, c, backward=backward, **options)
 
     return {"jax.grad": grad(plain),
             "unroll=2": grad(functools.partial(plain, unroll=2)),
             "unroll=4": grad(functools.partial(plain, unroll=4)),
-            "deferred": grad(lambda p, c: deferred_unroll(cell, p, xs, c)),
+            "deferred": grad(functools.partial(plain, backward="deferred")),
             "carry only": grad(plain, argnums=1)}
 
 

@@ -14,9 +14,12 @@ batches into one matmul over all rows.
 
 Command: ``python benchmarks/fused_backward.py [--kind lstm] [--shape 64 256 64 256]``
 (about a minute on a 2-core CPU). Prints the largest relative difference of the gradients
-from ``jax.grad`` of ``gr.unroll`` and the median times of both. Not used by the library:
-on the 2-core CPU it was slower (benchmarks/RESULTS.md), where moving the saved residuals
-costs more than the T small matmuls; it is kept to measure on an accelerator. Known gap:
+from ``jax.grad`` of ``gr.unroll`` and the median times of each path: JAX's own derivative
+of the scan (``backward="scan"``, hoisted or not), the library's deferred backward
+(``backward="deferred"``, a ``custom_jvp`` that keeps forward mode) and this one. Not used
+by the library: on the 2-core CPU it was slower at B=64 (benchmarks/RESULTS.md), where
+moving the saved residuals costs more than the T small matmuls, and at 2 to 8 rows, where it
+is faster, ``backward="deferred"`` does about as well without losing forward mode. Known gap:
 the tests' nested user cell (nested params, a NamedTuple carry) fails: ``jax.linearize``
 gives it another number of residuals in the scan body than in :func:`varying_outputs`'
 trace.
@@ -142,10 +145,12 @@ def main(argv=None) -> dict:
     def loss(run):
         return jax.jit(jax.grad(lambda p, x: jnp.sum(run(p, x)[1] ** 2)))
 
-    runs = {"jax.grad, hoisted": loss(lambda p, x: gr.unroll(cell, p, x,
-                                                              hoist_projection=True)),
-            "jax.grad, not hoisted": loss(lambda p, x: gr.unroll(cell, p, x,
-                                                                  hoist_projection=False)),
+    def unrolled(**options):
+        return loss(lambda p, x: gr.unroll(cell, p, x, **options))
+
+    runs = {"jax.grad, hoisted": unrolled(hoist_projection=True, backward="scan"),
+            "jax.grad, not hoisted": unrolled(hoist_projection=False, backward="scan"),
+            "backward='deferred'": unrolled(hoist_projection=False, backward="deferred"),
             "fused backward": loss(lambda p, x: fused_unroll(cell, p, x))}
     reference = runs["jax.grad, hoisted"](params, xs)
     fused = runs["fused backward"](params, xs)

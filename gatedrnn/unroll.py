@@ -7,6 +7,7 @@ Everything here works time-major internally (``[T, *B, F]``), the layout ``lax.s
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -109,6 +110,46 @@ def resolve_remat(remat: bool | int | str, carry: Any, num_steps: int) -> int:
                      f"or 'auto'; got {type(remat).__name__} {remat!r}")
 
 
+BACKWARDS = ("auto", "scan", "deferred")
+# backward="auto": the backends on which unroll takes the deferred backward pass, and the numbers
+# of rows per step (the product of the batch shape) for which it does. JAX's gradient of a scan
+# adds each step's weight gradient h_{t-1}^T g_t to the [H, G*H] total inside the backward loop;
+# for 2 to 16 rows XLA's CPU backend forms it as a dot into a fresh matrix and a separate add, at
+# about 80 us a step whatever the rows (9 us for one row, where it is one fused outer product).
+# Deferred, the sum is one dot over all T*B rows after the loop, for the price of the forcings
+# (one batched pass over all steps). On a 2-core CPU (benchmarks/backward_paths.py, RESULTS.md)
+# forward+backward of the shipped cells was 1.5-2.7x faster at B=2 and 4, 1.1-1.7x at B=8;
+# at B=16 the LSTM took 1.2x as long (2x at B=64); at B=1 it varied from run to run between
+# 0.9x and 1.7x.
+DEFER_ROWS = {"cpu": (2, 8)}
+
+
+def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
+                     checkpoint_every: int = 0) -> bool:
+    """Whether :func:`unroll` takes the deferred backward pass (:func:`deferred_scan`) for a
+    run with this initial ``carry`` and ``batch_shape``: ``"scan"`` never, ``"deferred"``
+    always (refused with ``remat``, which it would undo, or a carry that is not
+    floating-point), ``"auto"`` on the backends of ``DEFER_ROWS`` (the CPU) when the rows per
+    step, ``prod(batch_shape)``, lie in its range (2 to 8) and ``remat`` is off. Decided when
+    the call is traced, from the shapes unroll sees (under ``jax.vmap``, one member's)."""
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
+    floating = all(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+                   for leaf in jax.tree.leaves(carry))
+    if backward == "deferred":
+        if checkpoint_every:
+            raise ValueError("backward='deferred' keeps every step's carry, which remat would "
+                             f"recompute; pass remat=False with it (remat resolved to "
+                             f"{checkpoint_every} steps between saved carries)")
+        if not floating:
+            raise TypeError("backward='deferred' needs a floating-point carry; got "
+                            f"{_describe(carry)}")
+        return True
+    low, high = DEFER_ROWS.get(jax.default_backend(), (0, -1))
+    return (backward == "auto" and not checkpoint_every and floating
+            and low <= math.prod(batch_shape) <= high)
+
+
 # Full unrolling compiles one copy of the step per time step: T=500 took 92 s on 2 cores.
 MAX_FULL_UNROLL = 256
 
@@ -118,6 +159,7 @@ class _Options(NamedTuple):
     remat: bool | int | str
     hoist_projection: bool | str
     method: str
+    backward: str
 
 
 class BidirectionalCarry(NamedTuple):
@@ -522,7 +564,10 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         prepare = ((lambda seg: (_project_rows(cell, params, seg[0]), *seg[1:]))
                    if per_segment else None)
 
-        def body(carry_tm1, inp):
+        # what the step reads besides its inputs, as arguments: the deferred scan
+        # differentiates in them explicitly
+        def body(consts, carry_tm1, inp):
+            params, carry_0, lengths = consts
             x_t, t, reset_t = inp
             if reset_t is not None:
                 carry_tm1 = _where_tree(reset_t, carry_0, carry_tm1)
@@ -533,10 +578,16 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
                 y_t = jnp.where(_expand(valid, y_t), y_t, jnp.zeros_like(y_t))
             return carry_t, y_t
 
+        consts = (params, carry_0, lengths)
         # the step index only serves lengths: without them no index array enters the loop
         steps = None if lengths is None else jnp.arange(xs.shape[0])
-        carry, ys = _checkpointed_scan(body, carry, (inputs, steps, resets), every, flip,
-                                       opts.unroll, prepare)
+        if resolve_backward(opts.backward, carry, batch_shape, every):
+            carry, ys = deferred_scan(body, consts, carry, (inputs, steps, resets),
+                                      reverse=flip, unroll=opts.unroll)
+        else:
+            carry, ys = _checkpointed_scan(functools.partial(body, consts), carry,
+                                           (inputs, steps, resets), every, flip,
+                                           opts.unroll, prepare)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
@@ -553,6 +604,80 @@ def _project_rows(cell, params: Params, xs: Array) -> Any:
     lead = xs.shape[:-1]
     rows = cell.project(params, xs.reshape(math.prod(lead), xs.shape[-1]))
     return jax.tree.map(lambda r: r.reshape(*lead, *r.shape[1:]), rows)
+
+
+def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=1):
+    """``lax.scan(lambda c, x: body(consts, c, x), carry, inputs)`` whose derivatives in
+    ``consts`` and the floating-point ``inputs`` are taken outside the loop, for all steps at
+    once: the weight gradients as one matmul over all ``T*B`` rows after the backward loop,
+    which carries only the carry's cotangent, as cuDNN's RNN backward does.
+
+    It is a ``jax.custom_jvp``, so forward mode (``jax.jvp``, ``jax.jacfwd``) and higher
+    derivatives work as for the plain scan. With ``J_t`` the derivative of a step in its carry
+    at step ``t`` and ``v_t`` its derivative in ``(consts, x_t)`` applied to their tangents,
+    the carry's tangent is the linear recurrence ``dc_t = J_t dc_{t-1} + v_t``. The forcings
+    ``v_t`` are computed for all steps in one ``vmap`` over the carries entering them, and the
+    recurrence is ``jax.linearize`` of the scan with a zero perturbation added to each step's
+    outputs, so the forward pass runs once and its residuals are JAX's own. Transposed by
+    ``jax.grad``, the loop carries the carry's cotangent alone and ``v``'s transpose is one
+    batched product after it. Needs a floating-point ``carry``; stores every step's carry.
+
+    Args:
+        body: ``body(consts, carry, x_t) -> (carry, y_t)``, for any pytrees.
+        consts: what the step reads besides its carry and inputs (params; any pytree).
+        carry: the initial carry.
+        inputs: per-step inputs, each leaf ``[T, ...]``; integer and boolean leaves (step
+            indices, reset flags) get no derivative.
+        reverse, unroll: as ``lax.scan``'s.
+
+    Returns:
+        ``(final_carry, ys)`` as ``lax.scan``'s.
+    """
+    leaves, treedef = jax.tree.flatten(inputs)
+    floating = [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves]
+
+    def step(k, c, x_float, x_other):
+        x_float, x_other = iter(x_float), iter(x_other)
+        x = [next(x_float) if f else next(x_other) for f in floating]
+        return body(k, c, jax.tree.unflatten(treedef, x))
+
+    def scan(fn, c, xs):
+        return jax.lax.scan(fn, c, xs, reverse=reverse, unroll=unroll)
+
+    @jax.custom_jvp
+    def run(k, c, x_float, x_other):
+        return scan(lambda c, x: step(k, c, *x), c, (x_float, x_other))
+
+    @run.defjvp
+    def run_jvp(primals, tangents):
+        k, c0, x_float, x_other = primals
+        d_k, d_c0, d_float, _ = tangents
+
+        def perturbed(c0, e):
+            def loop(c, inp):
+                x, (e_c, e_y) = inp
+                c_next, y = step(k, c, *x)
+                return jax.tree.map(jnp.add, c_next, e_c), (jax.tree.map(jnp.add, y, e_y), c)
+            final, (ys, entering) = scan(loop, c0, ((x_float, x_other), e))
+            # the carries entering the steps are the forcings' points, not linearized here
+            return (final, ys), entering
+
+        num_steps = leaves[0].shape[0]
+        one_step = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype),
+                                (x_float, x_other))
+        out = jax.eval_shape(lambda c, x: step(k, c, *x), c0, one_step)
+        zeros = jax.tree.map(lambda o: jnp.zeros((num_steps, *o.shape), o.dtype), out)
+        (final, ys), linear, entering = jax.linearize(perturbed, c0, zeros, has_aux=True)
+
+        def forcing(c, x_f, x_o, dx_f):
+            return jax.jvp(lambda k, x_f: step(k, c, x_f, x_o), (k, x_f), (d_k, dx_f))[1]
+
+        forcings = jax.vmap(forcing)(entering, x_float, x_other, d_float)
+        d_final, d_ys = linear(d_c0, forcings)
+        return (final, ys), (d_final, d_ys)
+
+    return run(consts, carry, [leaf for leaf, f in zip(leaves, floating) if f],
+               [leaf for leaf, f in zip(leaves, floating) if not f])
 
 
 def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
@@ -686,6 +811,7 @@ def unroll(
     key: PRNGKeyArray | None = None,
     hoist_projection: bool | str = "auto",
     method: str = "sequential",
+    backward: str = "auto",
     checks: bool = False,
 ) -> tuple[Carry, Float[Array, "*B T H"]]:
     """Runs a layer (a cell, a stack, a bidirectional pair, any object of the layer protocol)
@@ -756,6 +882,14 @@ def unroll(
             step (``"auto"``).
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused).
+        backward: the form of the sequential scan's derivatives (the values are the same
+            within float32 rounding): ``"scan"``, JAX's own, which adds each step's weight
+            gradient inside the backward loop; ``"deferred"``, the weight and input
+            gradients for all steps at once after the loop (:func:`deferred_scan`; stores
+            every step's carry, so not with ``remat``); ``"auto"`` (the default) is
+            ``"deferred"`` on the CPU for 2 to 8 rows per step (``prod(batch_shape)``)
+            without ``remat``, where it was measured 1.1-2.7x faster, and ``"scan"``
+            otherwise (:func:`resolve_backward`).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
             and params); the call must run under :func:`gatedrnn.checks.checked`.
 
@@ -770,6 +904,11 @@ def unroll(
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
+    if backward == "deferred" and method == "associative":
+        raise ValueError("backward='deferred' is a form of the sequential scan's backward "
+                         "pass; method='associative' has none to defer")
     for name, value in (("reverse", reverse), ("time_major", time_major), ("checks", checks)):
         validate.flag(value, name)
     unroll = resolve_unroll(unroll)
@@ -789,7 +928,7 @@ def unroll(
     if checks:
         _check_values(xs, params, lengths, num_steps)
     resolve_hoist(hoist_projection)  # refuses a bad value now; "auto" waits for remat's choice
-    opts = _Options(unroll, remat, hoist_projection, method)
+    opts = _Options(unroll, remat, hoist_projection, method, backward)
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
 
@@ -841,7 +980,8 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 
 __all__ = [
-    "Bidirectional", "BidirectionalCarry", "MERGES", "METHODS", "Stack", "bidirectional",
-    "REMAT_AUTO_BYTES", "check_layer", "check_params", "resolve_hoist", "resolve_remat",
-    "resolve_unroll", "reverse_valid", "stack", "unroll",
+    "BACKWARDS", "Bidirectional", "BidirectionalCarry", "DEFER_ROWS", "MERGES", "METHODS",
+    "REMAT_AUTO_BYTES", "Stack", "bidirectional", "check_layer", "check_params",
+    "deferred_scan", "resolve_backward", "resolve_hoist", "resolve_remat", "resolve_unroll",
+    "reverse_valid", "stack", "unroll",
 ]

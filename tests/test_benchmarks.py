@@ -148,41 +148,6 @@ def test_fused_backward_equals_jax_grad_for_shipped_and_user_cells(name):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"] + [f"user:{n}" for n in USER_CELLS])
-def test_deferred_backward_equals_the_plain_scan_in_every_derivative(name):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import gatedrnn as gr
-    from benchmarks.backward_paths import deferred_unroll
-
-    cell = USER_CELLS[name[5:]] if name.startswith("user:") else getattr(gr, name)(6)
-    k_p, k_x, k_t = jax.random.split(jax.random.key(1), 3)
-    params = jax.tree.map(lambda v: v.astype(jnp.float64), cell.init(k_p, 3))
-    xs = jax.random.normal(k_x, (4, 7, 3), jnp.float64)
-
-    def loss(run):
-        def f(p, x):
-            carry, ys = run(p, x)
-            return jnp.sum(jnp.real(ys) ** 2) + jnp.sum(jnp.real(jax.tree.leaves(carry)[0]))
-        return f
-
-    plain = loss(lambda p, x: gr.unroll(cell, p, x))
-    deferred = loss(lambda p, x: deferred_unroll(cell, p, x))
-    tangent = jax.tree.map(lambda v: jax.random.normal(k_t, v.shape, v.dtype), params)
-
-    def hvp(f):  # forward over reverse: the custom JVP is differentiated once more
-        return jax.jvp(lambda p: jax.grad(f, argnums=(0, 1))(p, xs), (params,), (tangent,))[1]
-
-    for derivative in (lambda f: jax.grad(f, argnums=(0, 1))(params, xs),
-                       lambda f: jax.jvp(lambda p: f(p, xs), (params,), (tangent,))[1],
-                       hvp):
-        expected, got = (jax.jit(lambda f=f: derivative(f))() for f in (plain, deferred))
-        for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
-            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11)
-
-
 def test_backward_paths_measures_each_path_and_deferred_equals_jax_grad():
     from benchmarks.backward_paths import main
 

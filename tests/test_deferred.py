@@ -1,0 +1,205 @@
+"""unroll's deferred backward pass (``backward="deferred"``, taken by ``"auto"`` on the CPU for
+2 to 8 rows): every derivative equals JAX's own derivative of the scan, for the shipped cells
+and users' cells, with every option of the sequential scan, and the rule picks it only where
+it was measured faster."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import randomize
+from test_unroll import assert_trees_close, python_loop
+from user_cells import USER_CELLS
+
+import gatedrnn as gr
+from gatedrnn.unroll import DEFER_ROWS, resolve_backward
+
+TOL = 1e-10  # float64 against float64, summed in another order
+I, H, T = 3, 5, 7
+
+CELLS = {"lstm": gr.lstm(H), "gru": gr.gru(H), "rnn": gr.rnn(H), "lru": gr.lru(H),
+         **{f"user:{name}": cell for name, cell in USER_CELLS.items()}}
+
+
+def _case(layer, batch_shape=(4,), seed=0):
+    k_p, k_r, k_x, k_c = jax.random.split(jax.random.key(seed), 4)
+    params = randomize(layer.init(k_p, I), k_r)
+    xs = jax.random.normal(k_x, (*batch_shape, T, I), jnp.float64)
+    carry = layer.initial_carry(batch_shape, params=params, dtype=jnp.float64)
+    carry = jax.tree.map(lambda c: c + 0.3 * jax.random.normal(k_c, c.shape, c.dtype), carry)
+    return params, xs, carry
+
+
+def _loss(layer, backward, **options):
+    """A scalar of everything unroll returns, so that every output's cotangent is used."""
+    def loss(point):
+        params, xs, carry = point
+        final, ys = gr.unroll(layer, params, xs, carry, backward=backward, **options)
+        return (jnp.sum(jnp.real(ys) ** 2)
+                + sum(jnp.sum(jnp.real(leaf) ** 3) for leaf in jax.tree.leaves(final)))
+    return loss
+
+
+def _derivatives(loss, point, direction):
+    """Reverse mode, forward mode and forward over reverse (a Hessian-vector product)."""
+    return (jax.grad(loss)(point), jax.jvp(loss, (point,), (direction,))[1],
+            jax.jvp(jax.grad(loss), (point,), (direction,))[1])
+
+
+def _assert_deferred_is_the_scan(layer, point, **options):
+    leaves, treedef = jax.tree.flatten(point)
+    keys = jax.random.split(jax.random.key(9), len(leaves))
+    direction = treedef.unflatten([jax.random.normal(k, v.shape, v.dtype)  # complex for lru
+                                   for k, v in zip(keys, leaves)])
+    expected = jax.jit(lambda p, d: _derivatives(_loss(layer, "scan", **options), p, d))
+    got = jax.jit(lambda p, d: _derivatives(_loss(layer, "deferred", **options), p, d))
+    assert_trees_close(got(point, direction), expected(point, direction), tol=TOL)
+    run = jax.jit(lambda p: gr.unroll(layer, p[0], p[1], p[2], backward="deferred", **options))
+    assert_trees_close(run(point), gr.unroll(layer, *point, backward="scan", **options),
+                       tol=TOL)
+
+
+OPTIONS = {
+    "plain": {},
+    "reverse": dict(reverse=True),
+    "lengths": dict(lengths=jnp.array([7, 3, 0, 5])),
+    "lengths-reverse": dict(lengths=jnp.array([7, 3, 0, 5]), reverse=True),
+    "resets": dict(resets=jnp.array([[0, 0, 1, 0, 0, 1, 0]] * 2 + [[1, 0, 0, 0, 0, 0, 1]] * 2,
+                                    bool)),
+    "hoisted": dict(hoist_projection=True),
+    "unroll=2": dict(unroll=2),
+}
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_derivative_equals_the_scans(name, option):
+    if name.startswith("user:") and option in ("reverse", "unroll=2"):
+        pytest.skip("covered by the shipped cells; the user cells take the other options")
+    cell = CELLS[name]
+    _assert_deferred_is_the_scan(cell, _case(cell), **OPTIONS[option])
+
+
+@pytest.mark.parametrize("batch_shape", [(), (2, 3)])
+def test_any_batch_shape(batch_shape):
+    cell = gr.lstm(H)
+    _assert_deferred_is_the_scan(cell, _case(cell, batch_shape))
+
+
+def test_a_learned_initial_carry_that_resets_restore_and_a_pytree_input_half():
+    # resets put the initial carry, a function of the params here, back into the loop: its
+    # derivative reaches the params through the forcings; the pair's projection is two arrays
+    def init(key, input_size):
+        k_g, k_c, k_h = jax.random.split(key, 3)
+        return {"w_g": jax.random.normal(k_g, (input_size, H)),
+                "w_c": jax.random.normal(k_c, (input_size, H)),
+                "w_h": jax.random.normal(k_h, (H, H))}
+
+    def core(params, h, u_t):
+        gate, cand = u_t
+        z = jax.nn.sigmoid(gate)
+        return (1 - z) * h + z * jnp.tanh(cand + h @ params["w_h"]), h
+
+    pair = gr.make_cell(init, core, hidden_size=H,
+                        project=lambda p, x: (x @ p["w_g"], x @ p["w_c"]))
+    resets = OPTIONS["resets"]["resets"]
+    for cell in (gr.learned_initial_carry(gr.gru(H)), gr.learned_initial_carry(pair)):
+        params, xs, _ = _case(cell)
+        carry = cell.initial_carry((4,), params=params)
+        for hoist in (False, True):
+            _assert_deferred_is_the_scan(cell, (params, xs, carry), resets=resets,
+                                         hoist_projection=hoist)
+
+
+def test_stacks_and_bidirectional_pairs_of_user_and_shipped_cells():
+    net = gr.stack([gr.bidirectional(USER_CELLS["indrnn"], gr.lstm(4)),
+                    USER_CELLS["nested"], gr.gru(3)])
+    params, xs, carry = _case(net)
+    _assert_deferred_is_the_scan(net, (params, xs, carry), lengths=jnp.array([7, 3, 0, 5]))
+
+
+def test_vmapped_seeds_equal_each_seed_alone():
+    # float32: XLA's CPU backend gets float64 gradients under vmap wrong with or without the
+    # deferred pass (docs/training.md, "Float64 gradients under jax.vmap on the CPU")
+    cell = gr.lstm(H)
+    params = jax.vmap(lambda k: randomize(cell.init(k, I), k, dtype=jnp.float32))(
+        jax.random.split(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (4, T, I), jnp.float32)
+
+    def grad(backward):
+        return jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward=backward)[1] ** 2))
+
+    vmapped = jax.jit(jax.vmap(grad("deferred")))(params)
+    for i in range(3):
+        one = jax.tree.map(lambda v: v[i], params)
+        assert_trees_close(jax.tree.map(lambda v: v[i], vmapped), grad("scan")(one), tol=1e-4)
+
+
+def test_values_are_the_python_loop_in_float32_too():
+    cell = gr.gru(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (4, T, I), jnp.float32)
+    assert_trees_close(gr.unroll(cell, params, xs, backward="deferred"),
+                       python_loop(cell, params, xs), tol=1e-5)
+    grads = [jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward=b)[1] ** 2))(params)
+             for b in ("scan", "deferred")]
+    assert_trees_close(*grads, tol=1e-4)
+
+
+def _takes_deferred(cell, batch_shape, **options):
+    """Whether unroll's program holds the deferred scan (a custom_jvp around the loop)."""
+    params = cell.init(jax.random.key(0), I)
+    xs = jnp.zeros((*batch_shape, T, I), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **options))(params)
+    return "custom_jvp_call" in str(jaxpr)
+
+
+def test_auto_defers_on_the_cpu_for_two_to_eight_rows_without_remat():
+    assert DEFER_ROWS["cpu"] == (2, 8)
+    cell = gr.rnn(H)  # its step has no custom_jvp of its own
+    assert not _takes_deferred(cell, (4,), backward="scan")
+    assert _takes_deferred(cell, (4,), backward="deferred")
+    expected = {(): False, (1,): False, (2,): True, (2, 4): True, (8,): True, (9,): False,
+                (64,): False}
+    for batch_shape, deferred in expected.items():
+        assert _takes_deferred(cell, batch_shape) == (jax.default_backend() == "cpu"
+                                                      and deferred), batch_shape
+    assert not _takes_deferred(cell, (4,), remat=True)
+    assert not _takes_deferred(cell, (4,), remat=2)
+
+
+def test_resolve_backward_and_its_errors():
+    carry = jnp.zeros((4, H))
+    assert resolve_backward("deferred", carry, (64,)) is True
+    assert resolve_backward("scan", carry, (4,)) is False
+    # a carry with an integer leaf (a user's step counter) has no tangent to recur
+    counted = (carry, jnp.zeros((4,), jnp.int32))
+    assert resolve_backward("auto", counted, (4,)) is False
+    with pytest.raises(TypeError, match="backward='deferred' needs a floating-point carry"):
+        resolve_backward("deferred", counted, (4,))
+    with pytest.raises(ValueError, match="pass remat=False with it"):
+        resolve_backward("deferred", carry, (4,), checkpoint_every=3)
+    with pytest.raises(ValueError, match=r"backward must be one of \('auto', 'scan', "
+                                         r"'deferred'\); got 'fused'"):
+        resolve_backward("fused", carry, (4,))
+    cell = gr.min_gru(H)
+    params, xs, _ = _case(cell)
+    with pytest.raises(ValueError, match="backward must be one of"):
+        gr.unroll(cell, params, xs, backward="fused")
+    with pytest.raises(ValueError, match="method='associative' has none to defer"):
+        gr.unroll(cell, params, xs, method="associative", backward="deferred")
+    with pytest.raises(ValueError, match="pass remat=False with it"):
+        gr.unroll(cell, params, xs, remat=True, backward="deferred")
+    # the associative scan ignores "auto" and "scan"
+    for backward in ("auto", "scan"):
+        np.testing.assert_allclose(
+            gr.unroll(cell, params, xs, method="associative", backward=backward)[1],
+            gr.unroll(cell, params, xs)[1], atol=1e-10)
+
+
+def test_zero_steps():
+    cell = gr.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jnp.zeros((4, 0, I))
+    grads = jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward="deferred")[0].h))(params)
+    assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
