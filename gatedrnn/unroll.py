@@ -676,8 +676,9 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
         d_final, d_ys = linear(d_c0, forcings)
         return (final, ys), (d_final, d_ys)
 
-    return run(consts, carry, [leaf for leaf, f in zip(leaves, floating) if f],
-               [leaf for leaf, f in zip(leaves, floating) if not f])
+    x_float = [leaf for leaf, f in zip(leaves, floating) if f]
+    x_other = [leaf for leaf, f in zip(leaves, floating) if not f]
+    return run(consts, carry, x_float, x_other)
 
 
 def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
@@ -904,8 +905,7 @@ def unroll(
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
+    resolve_backward(backward, (), ())  # refuses a bad value now; remat and the carry later
     if backward == "deferred" and method == "associative":
         raise ValueError("backward='deferred' is a form of the sequential scan's backward "
                          "pass; method='associative' has none to defer")
