@@ -11,7 +11,12 @@ derivative of the scan (``backward="scan"``):
   8 rows;
 - ``carry only``: ``jax.grad`` in the initial carry alone (the params held fixed), the
   same scan without any weight gradient: a bound on what deferring the weight gradients
-  could save, not a gradient of the params.
+  could save, not a gradient of the params;
+- ``jax.grad, h @ w`` and ``deferred, h @ w``: those two paths compiled with
+  :func:`gatedrnn.recurrent_matmul` falling back to ``h @ w`` (``TRANSPOSED_COPY_ROWS``
+  emptied while they are traced), so that the backward loop's product ``g @ w_h^T`` reads
+  ``w_h`` transposed instead of a transposed copy; it is what the shipped cells did before
+  they took their recurrent products through it.
 
 A second table isolates the cost that deferring removes: the sum ``Σ_t h_{t-1}^T g_t`` of
 the recurrent weights' gradient (``h [B, H]``, ``g [B, G*H]``, random), formed in a scan
@@ -22,10 +27,10 @@ all ``T*B`` rows.
 
 Command: ``python benchmarks/backward_paths.py [--shape B T I H] [--repeats 7]``: 15
 seconds on a 2-core CPU at the default latency shape (B=1, T=1000, I=1, H=128), 40 at
-B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of ``deferred``
-from ``jax.grad`` and two tables of medians in ms. The figures are in
-benchmarks/RESULTS.md, and ``backward="auto"``'s rule (``gatedrnn.unroll.DEFER_ROWS``) was
-chosen from them.
+B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of any path
+(but ``carry only``) from ``jax.grad`` and two tables of medians in ms. The figures are in
+benchmarks/RESULTS.md, and ``backward="auto"``'s rule (``gatedrnn.unroll.DEFER_ROWS``) and
+``gr.recurrent_matmul``'s (``gatedrnn.cells.TRANSPOSED_COPY_ROWS``) were chosen from them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 import gatedrnn as gr
+from gatedrnn import cells
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
@@ -62,7 +68,26 @@ def gradient_paths(cell, xs) -> dict:
             "unroll=2": grad(functools.partial(plain, unroll=2)),
             "unroll=4": grad(functools.partial(plain, unroll=4)),
             "deferred": grad(functools.partial(plain, backward="deferred")),
-            "carry only": grad(plain, argnums=1)}
+            "carry only": grad(plain, argnums=1),
+            "jax.grad, h @ w": _plain_product(grad(plain)),
+            "deferred, h @ w": _plain_product(grad(functools.partial(plain,
+                                                                     backward="deferred")))}
+
+
+def _plain_product(fn):
+    """``fn`` traced, at its first call, with ``gr.recurrent_matmul`` taking ``h @ w`` itself:
+    the rule is read when a call is traced, so it is emptied for that trace alone."""
+    compiled = {}
+
+    def run(*args):
+        if not compiled:
+            saved, cells.TRANSPOSED_COPY_ROWS = cells.TRANSPOSED_COPY_ROWS, {}
+            try:
+                compiled["fn"] = fn.lower(*args).compile()
+            finally:
+                cells.TRANSPOSED_COPY_ROWS = saved
+        return compiled["fn"](*args)
+    return run
 
 
 def accumulation_paths(num_steps: int, batch: int, hidden: int, width: int) -> dict:
@@ -114,11 +139,12 @@ def main(argv=None) -> dict:
         params = cell.init(key, I)
         carry = cell.initial_carry((B,), params=params)
         paths = gradient_paths(cell, xs)
-        reference, deferred = paths["jax.grad"](params, carry), paths["deferred"](params, carry)
+        reference = paths["jax.grad"](params, carry)
         errors[kind] = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+                           for name, fn in paths.items() if name != "carry only"
                            for a, b in zip(jax.tree.leaves(reference),
-                                           jax.tree.leaves(deferred)))
-        print(f"{kind} B={B} T={T} I={I} H={H}: deferred's largest relative gradient "
+                                           jax.tree.leaves(fn(params, carry))))
+        print(f"{kind} B={B} T={T} I={I} H={H}: every path's largest relative gradient "
               f"difference from jax.grad {errors[kind]:.1e}", flush=True)
         for name, fn in paths.items():
             fns[kind, name] = functools.partial(fn, params, carry)

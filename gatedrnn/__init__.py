@@ -34,6 +34,7 @@ from gatedrnn.cells import (
     min_gru,
     min_lstm,
     num_params,
+    recurrent_matmul,
     rnn,
 )
 from gatedrnn.sweeps import sweep
@@ -58,6 +59,6 @@ __all__ = [
     "Layer", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",
     "check_layer", "diagnostics", "gru", "interop", "learned_initial_carry", "lru", "lstm",
     "make_cell", "min_gru", "min_lstm", "models", "modules", "num_params", "plots",
-    "recurrent_dropout", "reverse_valid", "rnn", "stack", "sweep", "sweeps", "tasks", "train",
-    "unroll", "workarounds",
+    "recurrent_dropout", "recurrent_matmul", "reverse_valid", "rnn", "stack", "sweep", "sweeps",
+    "tasks", "train", "unroll", "workarounds",
 ]

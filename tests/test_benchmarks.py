@@ -148,13 +148,13 @@ def test_fused_backward_equals_jax_grad_for_shipped_and_user_cells(name):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
 
 
-def test_backward_paths_measures_each_path_and_deferred_equals_jax_grad():
+def test_backward_paths_measures_each_path_and_each_equals_jax_grad():
     from benchmarks.backward_paths import main
 
     result = main(["--kinds", "gru", "--shape", "2", "5", "3", "4", "--repeats", "1"])
     assert result["errors"]["gru"] < 1e-5
     assert set(result["ms"]["gru"]) == {"jax.grad", "unroll=2", "unroll=4", "deferred",
-                                        "carry only"}
+                                        "carry only", "jax.grad, h @ w", "deferred, h @ w"}
     assert all(math.isfinite(ms) and ms > 0 for ms in result["ms"]["gru"].values())
     sums = result["accumulation"]["gru"]
     assert set(sums) == {"in the loop", "in the loop, h^T first", "after the loop"}

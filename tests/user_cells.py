@@ -41,7 +41,8 @@ def indrnn(hidden, *, recurrent_scale=0.9):
 @gr.cell_factory
 def forget_only_lstm(hidden, *, forget_bias=1.0):
     """An LSTM with only a forget gate (JANET, van der Westhuizen & Lasenby 2018):
-    c_t = f ⊙ c_{t-1} + (1 - f) ⊙ tanh(a_c), f = σ(a_f), h_t = c_t."""
+    c_t = f ⊙ c_{t-1} + (1 - f) ⊙ tanh(a_c), f = σ(a_f), h_t = c_t; its recurrent product
+    through gr.recurrent_matmul, as the shipped cells take theirs."""
     def init(key, input_size):
         k_x, k_h = jax.random.split(key)
         b = jnp.concatenate([jnp.full((hidden,), forget_bias), jnp.zeros((hidden,))])
@@ -49,7 +50,8 @@ def forget_only_lstm(hidden, *, forget_bias=1.0):
                 "w_h": lecun(k_h, (hidden, 2 * hidden)), "b": b}
 
     def core(params, c, u_t, h_mask=None):
-        a_f, a_c = jnp.split(u_t + (c if h_mask is None else c * h_mask) @ params["w_h"], 2, -1)
+        c_in = c if h_mask is None else c * h_mask
+        a_f, a_c = jnp.split(u_t + gr.recurrent_matmul(c_in, params["w_h"]), 2, -1)
         f = jax.nn.sigmoid(a_f)
         c = f * c + (1 - f) * jnp.tanh(a_c)
         return c, c, {"forget": f}
