@@ -5,14 +5,21 @@ the JAX runs, ``torch.nn.RNN`` forward+backward at B=1, T=1000, H=128 took 3.5 s
 0.04 s alone. So ``run.py`` starts this script for each case and PyTorch runs as a
 researcher would run it, alone, with its default threads.
 
-Usage: ``python benchmarks/torch_peer.py [--device cuda] cell KIND B T I H REPEATS`` or
-``python benchmarks/torch_peer.py [--device cuda] bidirectional B T I H REPEATS``; prints one
+Usage: ``python benchmarks/torch_peer.py [--device cuda] [--no-onednn] cell KIND B T I H
+REPEATS`` or ``python benchmarks/torch_peer.py [--device cuda] [--no-onednn] bidirectional B T
+I H REPEATS``; prints one
 JSON line of median seconds (after one warm-up call): ``{"forward": s, "forward+backward": s}``
 for a cell, ``{"forward+backward": s}`` for a 2-layer bidirectional LSTM over packed sequences
 with lengths spread evenly from ``T // 2`` to ``T``. On ``cuda`` the modules run through
 cuDNN with PyTorch's defaults (``torch.backends.cudnn.allow_tf32`` is on, as XLA's default
 float32 matmuls on the GPU use TF32 too), and every timed call ends with
 ``torch.cuda.synchronize()``.
+
+On the CPU PyTorch runs ``nn.LSTM`` through oneDNN's fused LSTM primitive (its GRU and RNN
+have no such path); ``--no-onednn`` turns oneDNN off (``torch.backends.mkldnn.flags``), to
+see what that primitive is worth: at B=4, T=1000, I=8, H=256 the LSTM's forward+backward
+took about 5x as long without it (benchmarks/RESULTS.md). ``run.py`` keeps PyTorch's
+default.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 
 DEVICE = torch.device("cpu")
+ONEDNN = True
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -36,12 +44,13 @@ def median_seconds(fn, repeats: int) -> float:
         if DEVICE.type == "cuda":  # kernels are asynchronous: wait for them
             torch.cuda.synchronize()
 
-    call()
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    with torch.backends.mkldnn.flags(enabled=ONEDNN):
         call()
-        times.append(time.perf_counter() - start)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -91,6 +100,9 @@ if __name__ == "__main__":
     if args[0] == "--device":
         DEVICE = torch.device(args[1])
         args = args[2:]
+    if args[0] == "--no-onednn":
+        ONEDNN = False
+        args = args[1:]
     what, *rest = args
     if what == "cell":
         result = cell(rest[0], *map(int, rest[1:]))

@@ -269,3 +269,17 @@ def test_memory_reuse_refuses_a_system_without_glibc(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         memory_reuse.main(["--rounds", "1"])
     assert "glibc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-onednn"]])
+def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    script = Path(__file__).parents[1] / "benchmarks" / "torch_peer.py"
+    out = subprocess.run([sys.executable, str(script), *flags, "cell", "lstm", "2", "5", "3",
+                          "4", "1"], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    assert set(result) == {"forward", "forward+backward"}
+    assert all(math.isfinite(s) and s > 0 for s in result.values())
