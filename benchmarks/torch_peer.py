@@ -6,11 +6,11 @@ the JAX runs, ``torch.nn.RNN`` forward+backward at B=1, T=1000, H=128 took 3.5 s
 researcher would run it, alone, with its default threads.
 
 Usage: ``python benchmarks/torch_peer.py [--device cuda] [--no-onednn] cell KIND B T I H
-REPEATS`` or ``python benchmarks/torch_peer.py [--device cuda] [--no-onednn] bidirectional B T
-I H REPEATS``; prints one
-JSON line of median seconds (after one warm-up call): ``{"forward": s, "forward+backward": s}``
-for a cell, ``{"forward+backward": s}`` for a 2-layer bidirectional LSTM over packed sequences
-with lengths spread evenly from ``T // 2`` to ``T``. On ``cuda`` the modules run through
+REPEATS`` or ``python benchmarks/torch_peer.py [--device cuda] [--no-onednn] bidirectional B
+T I H REPEATS`` (the options in any order); prints one JSON line of median seconds (after one
+warm-up call): ``{"forward": s, "forward+backward": s}`` for a cell, ``{"forward+backward":
+s}`` for a 2-layer bidirectional LSTM over packed sequences with lengths spread evenly from
+``T // 2`` to ``T``. On ``cuda`` the modules run through
 cuDNN with PyTorch's defaults (``torch.backends.cudnn.allow_tf32`` is on, as XLA's default
 float32 matmuls on the GPU use TF32 too), and every timed call ends with
 ``torch.cuda.synchronize()``.
@@ -97,12 +97,14 @@ def bidirectional(B: int, T: int, I: int, H: int, repeats: int) -> dict:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args[0] == "--device":
-        DEVICE = torch.device(args[1])
-        args = args[2:]
-    if args[0] == "--no-onednn":
-        ONEDNN = False
-        args = args[1:]
+    while args and args[0] in ("--device", "--no-onednn"):
+        if args[0] == "--no-onednn":
+            ONEDNN, args = False, args[1:]
+        else:
+            DEVICE, args = torch.device(args[1]), args[2:]
+    sizes = {"cell": 6, "bidirectional": 5}
+    if not args or args[0] not in sizes or len(args) != 1 + sizes[args[0]]:
+        sys.exit(f"usage: {__doc__.split('Usage: ')[1].split('; prints')[0]}; got {args}")
     what, *rest = args
     if what == "cell":
         result = cell(rest[0], *map(int, rest[1:]))

@@ -271,7 +271,7 @@ def test_memory_reuse_refuses_a_system_without_glibc(monkeypatch, capsys):
     assert "glibc" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [[], ["--no-onednn"]])
+@pytest.mark.parametrize("flags", [[], ["--no-onednn"], ["--no-onednn", "--device", "cpu"]])
 def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
     import subprocess
     import sys
@@ -283,3 +283,15 @@ def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
     result = json.loads(out)
     assert set(result) == {"forward", "forward+backward"}
     assert all(math.isfinite(s) and s > 0 for s in result.values())
+
+
+@pytest.mark.parametrize("argv", [[], ["--no-onednn"], ["cell", "lstm", "2", "5"],
+                                  ["sideways", "2", "5", "3", "4", "1"]])
+def test_torch_peer_refuses_bad_arguments_with_its_usage(argv):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    script = Path(__file__).parents[1] / "benchmarks" / "torch_peer.py"
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert done.returncode != 0 and "usage: " in done.stderr and "--no-onednn" in done.stderr
