@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal, jaxpr_as_fun
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from gatedrnn import checks as validate
@@ -116,12 +117,11 @@ BACKWARDS = ("auto", "scan", "deferred")
 # adds each step's weight gradient h_{t-1}^T g_t to the [H, G*H] total inside the backward loop;
 # for 2 to 16 rows XLA's CPU backend forms it as a dot into a fresh matrix and a separate add, at
 # about 80 us a step whatever the rows (9 us for one row, where it is one fused outer product).
-# Deferred, the sum is one dot over all T*B rows after the loop, for the price of the forcings
-# (one batched pass over all steps). On a 2-core CPU (benchmarks/backward_paths.py, RESULTS.md)
-# forward+backward of the shipped cells was 1.5-2.7x faster at B=2 and 4, 1.1-1.7x at B=8;
-# at B=16 the LSTM took 1.2x as long (2x at B=64); at B=1 it varied from run to run between
-# 0.9x and 1.7x.
-DEFER_ROWS = {"cpu": (2, 8)}
+# Deferred, the sum is one dot over all T*B rows after the loop. On a 2-core CPU
+# (benchmarks/backward_paths.py, RESULTS.md) forward+backward of the shipped cells was
+# 1.9-2.6x faster at B=4, 1.45-2.0x at B=8 and 1.1-1.6x at B=16; at B=32 the LSTM and GRU took
+# 1.2x as long (1.6-1.75x at B=64), and at B=1 the tanh RNN 1.2x as long (the LSTM 1.4x faster).
+DEFER_ROWS = {"cpu": (2, 16)}
 
 
 def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
@@ -130,7 +130,7 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
     run with this initial ``carry`` and ``batch_shape``: ``"scan"`` never, ``"deferred"``
     always (refused with ``remat``, which it would undo, or a carry that is not
     floating-point), ``"auto"`` on the backends of ``DEFER_ROWS`` (the CPU) when the rows per
-    step, ``prod(batch_shape)``, lie in its range (2 to 8) and ``remat`` is off. Decided when
+    step, ``prod(batch_shape)``, lie in its range (2 to 16) and ``remat`` is off. Decided when
     the call is traced, from the shapes unroll sees (under ``jax.vmap``, one member's)."""
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
@@ -138,8 +138,8 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
                    for leaf in jax.tree.leaves(carry))
     if backward == "deferred":
         if checkpoint_every:
-            raise ValueError("backward='deferred' keeps every step's carry, which remat would "
-                             f"recompute; pass remat=False with it (remat resolved to "
+            raise ValueError("backward='deferred' keeps every step's residuals, which remat "
+                             f"would recompute; pass remat=False with it (remat resolved to "
                              f"{checkpoint_every} steps between saved carries)")
         if not floating:
             raise TypeError("backward='deferred' needs a floating-point carry; got "
@@ -615,12 +615,14 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
     It is a ``jax.custom_jvp``, so forward mode (``jax.jvp``, ``jax.jacfwd``) and higher
     derivatives work as for the plain scan. With ``J_t`` the derivative of a step in its carry
     at step ``t`` and ``v_t`` its derivative in ``(consts, x_t)`` applied to their tangents,
-    the carry's tangent is the linear recurrence ``dc_t = J_t dc_{t-1} + v_t``. The forcings
-    ``v_t`` are computed for all steps in one ``vmap`` over the carries entering them, and the
-    recurrence is ``jax.linearize`` of the scan with a zero perturbation added to each step's
-    outputs, so the forward pass runs once and its residuals are JAX's own. Transposed by
-    ``jax.grad``, the loop carries the carry's cotangent alone and ``v``'s transpose is one
-    batched product after it. Needs a floating-point ``carry``; stores every step's carry.
+    the carry's tangent is the linear recurrence ``dc_t = J_t dc_{t-1} + v_t``. The forward
+    loop linearizes each step once (``jax.linearize``), in carry, consts and input, and keeps
+    the residuals of that linearization that vary from step to step (those that depend only
+    on ``consts`` are computed once, outside the loop). From the same residuals the forcings
+    ``v_t`` are one ``vmap`` over all steps and the recurrence is a scan of ``J_t`` alone.
+    Transposed by ``jax.grad``, that scan carries the carry's cotangent alone and ``v``'s
+    transpose is one batched product after it. Needs a floating-point ``carry``; stores
+    each step's residuals.
 
     Args:
         body: ``body(consts, carry, x_t) -> (carry, y_t)``, for any pytrees.
@@ -652,33 +654,98 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
     def run_jvp(primals, tangents):
         k, c0, x_float, x_other = primals
         d_k, d_c0, d_float, _ = tangents
-
-        def perturbed(c0, e):
-            def loop(c, inp):
-                x, (e_c, e_y) = inp
-                c_next, y = step(k, c, *x)
-                return jax.tree.map(jnp.add, c_next, e_c), (jax.tree.map(jnp.add, y, e_y), c)
-            final, (ys, entering) = scan(loop, c0, ((x_float, x_other), e))
-            # the carries entering the steps are the forcings' points, not linearized here
-            return (final, ys), entering
-
-        num_steps = leaves[0].shape[0]
         one_step = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype),
                                 (x_float, x_other))
-        out = jax.eval_shape(lambda c, x: step(k, c, *x), c0, one_step)
-        zeros = jax.tree.map(lambda o: jnp.zeros((num_steps, *o.shape), o.dtype), out)
-        (final, ys), linear, entering = jax.linearize(perturbed, c0, zeros, has_aux=True)
+        linearized, varying, assemble = _step_linearization(step, k, c0, one_step)
 
-        def forcing(c, x_f, x_o, dx_f):
-            return jax.jvp(lambda k, x_f: step(k, c, x_f, x_o), (k, x_f), (d_k, dx_f))[1]
+        def forward(c, x):
+            (c_next, y), residuals = linearized(c, *x)
+            return c_next, (y, [r for r, v in zip(residuals, varying) if v])
 
-        forcings = jax.vmap(forcing)(entering, x_float, x_other, d_float)
-        d_final, d_ys = linear(d_c0, forcings)
+        final, (ys, per_step) = scan(forward, c0, (x_float, x_other))
+        # the residuals that depend on consts alone are the same at any point: at the first
+        # step's (zeros when there is none), where the user's step is defined
+        first = jax.tree.map(lambda v, s: v[0] if v.shape[0] else jnp.zeros(s.shape, s.dtype),
+                             (x_float, x_other), one_step)
+        _, fixed = linearized(c0, *first)
+        zero_c, zero_k, zero_x = map(_tangent_zeros, (c0, k, one_step[0]))
+
+        # each map is the step's linearization with the other tangents zero, taken as a JVP
+        # of it so that those zeros are symbolic: no product of a zero is left to compute
+        def forcing(lin, dx):
+            return jax.jvp(lambda dk, dx: lin(zero_c, dk, dx), (zero_k, zero_x), (d_k, dx))[1]
+
+        axes = assemble([None] * len(fixed), [0] * len(per_step))
+        forcings = jax.vmap(forcing, in_axes=(axes, 0))(assemble(fixed, per_step), d_float)
+
+        def recurrence(dc, inp):
+            residuals, (v_c, v_y) = inp
+            lin = assemble(fixed, residuals)
+            d_c, d_y = jax.jvp(lambda dc: lin(dc, zero_k, zero_x), (zero_c,), (dc,))[1]
+            return jax.tree.map(jnp.add, d_c, v_c), jax.tree.map(jnp.add, d_y, v_y)
+
+        d_final, d_ys = scan(recurrence, d_c0, (per_step, forcings))
         return (final, ys), (d_final, d_ys)
 
     x_float = [leaf for leaf, f in zip(leaves, floating) if f]
     x_other = [leaf for leaf, f in zip(leaves, floating) if not f]
     return run(consts, carry, x_float, x_other)
+
+
+def _step_linearization(step, k, c0, one_step):
+    """The linearization of ``step(k, c, x_float, x_other)`` in ``(c, k, x_float)``, traced
+    once: ``(linearized, varying, assemble)``. ``linearized(c, x_float, x_other)`` gives the
+    step's output and the linearization's residuals (a list of arrays); ``varying[i]`` says
+    whether residual ``i`` depends on the carry or the inputs (else on ``k`` alone);
+    ``assemble(fixed, per_step)`` rebuilds the linear map ``(dc, dk, dx_float) -> (d_carry,
+    d_y)`` (a ``jax.tree_util.Partial``) from the residuals, taking the varying ones in turn
+    from ``per_step`` and the others from ``fixed``, a list as long as all of them."""
+    structure = []
+
+    def linearize(c, k, x_float, x_other):
+        out, lin = jax.linearize(lambda c, k, x: step(k, c, x, x_other), c, k, x_float)
+        residuals, lin_tree = jax.tree.flatten(lin)
+        structure.append((jax.tree.structure(out), lin_tree))
+        return jax.tree.leaves(out), residuals
+
+    closed = jax.make_jaxpr(linearize)(c0, k, *one_step)
+    (out_tree, lin_tree), = structure
+    flat_k = jax.tree.leaves(k)
+    num_c, num_out = len(jax.tree.leaves(c0)), out_tree.num_leaves
+    invars = closed.jaxpr.invars
+    sources = [*invars[:num_c], *invars[num_c + len(flat_k):]]
+    varying = _depends_on(closed.jaxpr, sources)[num_out:]
+    evaluate = jaxpr_as_fun(closed)
+
+    def linearized(c, x_float, x_other):
+        flat = evaluate(*jax.tree.leaves(c), *flat_k, *jax.tree.leaves((x_float, x_other)))
+        return jax.tree.unflatten(out_tree, flat[:num_out]), flat[num_out:]
+
+    def assemble(fixed, per_step):
+        per_step = iter(per_step)
+        return jax.tree.unflatten(lin_tree, [next(per_step) if v else r
+                                             for r, v in zip(fixed, varying)])
+
+    return linearized, varying, assemble
+
+
+def _depends_on(jaxpr, sources) -> list[bool]:
+    """For each output of ``jaxpr``, whether it depends on any of the variables ``sources``
+    (conservatively: an equation's outputs depend on all of its inputs)."""
+    reached = set(sources)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in reached for v in eqn.invars):
+            reached.update(eqn.outvars)
+    return [not isinstance(v, Literal) and v in reached for v in jaxpr.outvars]
+
+
+def _tangent_zeros(tree):
+    """Zero tangents for the arrays (or shapes) of ``tree``: ``float0`` for integer ones."""
+    def zero(v):
+        if jnp.issubdtype(v.dtype, jnp.inexact):
+            return jnp.zeros(v.shape, v.dtype)
+        return np.zeros(v.shape, jax.dtypes.float0)
+    return jax.tree.map(zero, tree)
 
 
 def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
@@ -887,9 +954,9 @@ def unroll(
             within float32 rounding): ``"scan"``, JAX's own, which adds each step's weight
             gradient inside the backward loop; ``"deferred"``, the weight and input
             gradients for all steps at once after the loop (:func:`deferred_scan`; stores
-            every step's carry, so not with ``remat``); ``"auto"`` (the default) is
-            ``"deferred"`` on the CPU for 2 to 8 rows per step (``prod(batch_shape)``)
-            without ``remat``, where it was measured 1.1-2.7x faster, and ``"scan"``
+            every step's residuals, so not with ``remat``); ``"auto"`` (the default) is
+            ``"deferred"`` on the CPU for 2 to 16 rows per step (``prod(batch_shape)``)
+            without ``remat``, where it was measured 1.1-2.6x faster, and ``"scan"``
             otherwise (:func:`resolve_backward`).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
             and params); the call must run under :func:`gatedrnn.checks.checked`.

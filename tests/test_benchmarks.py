@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jax
 import pytest
-from user_cells import USER_CELLS
 
 from benchmarks import run
 
@@ -113,41 +112,6 @@ def test_quick_suite_report_states_the_numbers_of_results_json(quick):
     assert f"{results['peak_gflops']:.0f} GFLOP/s" in text
 
 
-# fused_backward is an experiment, not library code: for the nested cell the residuals of
-# jax.linearize come out in another number between its two traces (not yet understood); the
-# class of the user's own keeps a float32 carry against these float64 params
-FUSED_FAILS = {"user:nested", "user:own_class"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=(StopIteration, TypeError),
-                                            reason="see FUSED_FAILS"))
-    if n in FUSED_FAILS else n
-    for n in ["lstm", "gru", "rnn"] + [f"user:{n}" for n in USER_CELLS]])
-def test_fused_backward_equals_jax_grad_for_shipped_and_user_cells(name):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import gatedrnn as gr
-    from benchmarks.fused_backward import fused_unroll
-
-    cell = USER_CELLS[name[5:]] if name.startswith("user:") else getattr(gr, name)(6)
-    k_p, k_x = jax.random.split(jax.random.key(0))
-    # float64 throughout, so the two gradients may differ only by float64 rounding
-    params = jax.tree.map(lambda v: v.astype(jnp.float64), cell.init(k_p, 3))
-    xs = jax.random.normal(k_x, (4, 7, 3), jnp.float64)
-
-    def grad(run):
-        return jax.grad(lambda p: jnp.sum(run(p)[1] ** 2) + jnp.sum(
-            jax.tree.leaves(run(p)[0])[0]))(params)
-
-    expected = grad(lambda p: gr.unroll(cell, p, xs))
-    got = grad(lambda p: fused_unroll(cell, p, xs))
-    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
-
-
 def test_backward_paths_measures_each_path_and_each_equals_jax_grad():
     from benchmarks.backward_paths import main
 
@@ -227,16 +191,6 @@ def test_remat_projection_measures_each_place_of_the_projection(capsys):
                  ["--repeats", "0"]):
         with pytest.raises(SystemExit):
             remat_projection.main(argv)
-
-
-@pytest.mark.parametrize("argv", [["--shape", "2", "0", "3", "4"], ["--shape", "2", "x", "3", "4"],
-                                  ["--repeats", "0"]])
-def test_fused_backward_refuses_a_bad_argument_before_measuring(argv, capsys):
-    from benchmarks.fused_backward import main
-
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert "--" in capsys.readouterr().err
 
 
 def test_memory_reuse_times_both_allocator_settings_in_fresh_processes(tmp_path, capsys):
