@@ -97,17 +97,21 @@ def bidirectional(B: int, T: int, I: int, H: int, repeats: int) -> dict:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    usage = f"usage: {__doc__.split('Usage: ')[1].split('; prints')[0]}; got {args}"
     while args and args[0] in ("--device", "--no-onednn"):
         if args[0] == "--no-onednn":
             ONEDNN, args = False, args[1:]
+        elif len(args) < 2:
+            sys.exit(usage)
         else:
             DEVICE, args = torch.device(args[1]), args[2:]
     sizes = {"cell": 6, "bidirectional": 5}
     if not args or args[0] not in sizes or len(args) != 1 + sizes[args[0]]:
-        sys.exit(f"usage: {__doc__.split('Usage: ')[1].split('; prints')[0]}; got {args}")
+        sys.exit(usage)
     what, *rest = args
-    if what == "cell":
-        result = cell(rest[0], *map(int, rest[1:]))
-    else:
-        result = bidirectional(*map(int, rest))
+    numbers = rest[1:] if what == "cell" else rest
+    if not all(n.isdigit() and int(n) > 0 for n in numbers):
+        sys.exit(usage)
+    numbers = [int(n) for n in numbers]
+    result = cell(rest[0], *numbers) if what == "cell" else bidirectional(*numbers)
     print(json.dumps(result))

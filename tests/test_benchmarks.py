@@ -225,27 +225,29 @@ def test_memory_reuse_refuses_a_system_without_glibc(monkeypatch, capsys):
     assert "glibc" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [[], ["--no-onednn"], ["--no-onednn", "--device", "cpu"]])
-def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
+def _torch_peer(*argv):
+    """``benchmarks/torch_peer.py`` run with ``argv`` in a process of its own, as run.py runs it."""
     import subprocess
     import sys
 
     pytest.importorskip("torch")
     script = Path(__file__).parents[1] / "benchmarks" / "torch_peer.py"
-    out = subprocess.run([sys.executable, str(script), *flags, "cell", "lstm", "2", "5", "3",
-                          "4", "1"], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out)
+    return subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-onednn"], ["--no-onednn", "--device", "cpu"]])
+def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
+    done = _torch_peer(*flags, "cell", "lstm", "2", "5", "3", "4", "1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
     assert set(result) == {"forward", "forward+backward"}
     assert all(math.isfinite(s) and s > 0 for s in result.values())
 
 
 @pytest.mark.parametrize("argv", [[], ["--no-onednn"], ["cell", "lstm", "2", "5"],
-                                  ["sideways", "2", "5", "3", "4", "1"]])
+                                  ["sideways", "2", "5", "3", "4", "1"], ["--device"],
+                                  ["cell", "lstm", "2", "x", "3", "4", "1"],
+                                  ["bidirectional", "2", "0", "3", "4", "1"]])
 def test_torch_peer_refuses_bad_arguments_with_its_usage(argv):
-    import subprocess
-    import sys
-
-    pytest.importorskip("torch")
-    script = Path(__file__).parents[1] / "benchmarks" / "torch_peer.py"
-    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    done = _torch_peer(*argv)
     assert done.returncode != 0 and "usage: " in done.stderr and "--no-onednn" in done.stderr
