@@ -7,8 +7,8 @@ derivative of the scan (``backward="scan"``):
 - ``deferred``: ``gr.unroll(..., backward="deferred")``, the params' and inputs' gradients
   taken after the backward scan, for all ``T*B`` rows at once, so that the backward loop
   carries only the carry's cotangent (what cuDNN does for the weight gradient; see
-  :func:`gatedrnn.unroll.deferred_scan`), which ``backward="auto"`` takes on the CPU for 2 to
-  8 rows;
+  :func:`gatedrnn.unroll.deferred_scan`), which ``backward="auto"`` takes on the CPU for 1 to
+  16 rows;
 - ``carry only``: ``jax.grad`` in the initial carry alone (the params held fixed), the
   same scan without any weight gradient: a bound on what deferring the weight gradients
   could save, not a gradient of the params;
@@ -16,7 +16,11 @@ derivative of the scan (``backward="scan"``):
   :func:`gatedrnn.recurrent_matmul` falling back to ``h @ w`` (``TRANSPOSED_COPY_ROWS``
   emptied while they are traced), so that the backward loop's product ``g @ w_h^T`` reads
   ``w_h`` transposed instead of a transposed copy; it is what the shipped cells did before
-  they took their recurrent products through it.
+  they took their recurrent products through it;
+- ``deferred, folded``: the deferred path compiled without the optimization barrier that
+  keeps the transpose of its weight gradients' products apart from the products (the
+  barrier removed while it is traced), so that XLA folds the two into one dot of both
+  operands transposed, as it did before the barrier was added.
 
 A second table isolates the cost that deferring removes: the sum ``Σ_t h_{t-1}^T g_t`` of
 the recurrent weights' gradient (``h [B, H]``, ``g [B, G*H]``, random), formed in a scan
@@ -46,6 +50,8 @@ import jax.numpy as jnp
 import gatedrnn as gr
 from gatedrnn import cells
 
+unroll_module = sys.modules["gatedrnn.unroll"]  # the module: gr.unroll is the function
+
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
@@ -64,28 +70,33 @@ def gradient_paths(cell, xs) -> dict:
     def plain(p, c, backward="scan", **options):
         return gr.unroll(cell, p, xs, c, backward=backward, **options)
 
+    def deferred():  # a new jitted function each: jax.jit keeps one trace per function
+        return grad(functools.partial(plain, backward="deferred"))
+
     return {"jax.grad": grad(plain),
             "unroll=2": grad(functools.partial(plain, unroll=2)),
             "unroll=4": grad(functools.partial(plain, unroll=4)),
-            "deferred": grad(functools.partial(plain, backward="deferred")),
+            "deferred": deferred(),
             "carry only": grad(plain, argnums=1),
-            "jax.grad, h @ w": _plain_product(grad(plain)),
-            "deferred, h @ w": _plain_product(grad(functools.partial(plain,
-                                                                     backward="deferred")))}
+            "jax.grad, h @ w": _traced_with(grad(plain), cells, "TRANSPOSED_COPY_ROWS", {}),
+            "deferred, h @ w": _traced_with(deferred(), cells, "TRANSPOSED_COPY_ROWS", {}),
+            "deferred, folded": _traced_with(deferred(), unroll_module, "_transposed_twice",
+                                             lambda v: v)}
 
 
-def _plain_product(fn):
-    """``fn`` traced, at its first call, with ``gr.recurrent_matmul`` taking ``h @ w`` itself:
-    the rule is read when a call is traced, so it is emptied for that trace alone."""
+def _traced_with(fn, module, name, value):
+    """``fn`` traced, at its first call, with ``module.name`` set to ``value``: the rules are
+    read when a call is traced, so the change holds for that trace alone."""
     compiled = {}
 
     def run(*args):
         if not compiled:
-            saved, cells.TRANSPOSED_COPY_ROWS = cells.TRANSPOSED_COPY_ROWS, {}
+            saved = getattr(module, name)
+            setattr(module, name, value)
             try:
                 compiled["fn"] = fn.lower(*args).compile()
             finally:
-                cells.TRANSPOSED_COPY_ROWS = saved
+                setattr(module, name, saved)
         return compiled["fn"](*args)
     return run
 

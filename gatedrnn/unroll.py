@@ -119,9 +119,10 @@ BACKWARDS = ("auto", "scan", "deferred")
 # about 80 us a step whatever the rows (9 us for one row, where it is one fused outer product).
 # Deferred, the sum is one dot over all T*B rows after the loop. On a 2-core CPU
 # (benchmarks/backward_paths.py, RESULTS.md) forward+backward of the shipped cells was
-# 1.9-2.6x faster at B=4, 1.45-2.0x at B=8 and 1.1-1.6x at B=16; at B=32 the LSTM and GRU took
-# 1.2x as long (1.6-1.75x at B=64), and at B=1 the tanh RNN 1.2x as long (the LSTM 1.4x faster).
-DEFER_ROWS = {"cpu": (2, 16)}
+# 1.2-1.8x faster at one row for the LSTM (the tanh RNN and GRU 0.92-1.5x), 1.5-2.8x at B=4
+# and 8, 1.2-1.9x at B=16; at B=32 1.06-1.24x at H=128 but 0.80-0.90x for the LSTM and GRU at
+# H=256, and from B=64 the LSTM and GRU took 1.2-1.45x as long.
+DEFER_ROWS = {"cpu": (1, 16)}
 
 
 def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
@@ -130,7 +131,7 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
     run with this initial ``carry`` and ``batch_shape``: ``"scan"`` never, ``"deferred"``
     always (refused with ``remat``, which it would undo, or a carry that is not
     floating-point), ``"auto"`` on the backends of ``DEFER_ROWS`` (the CPU) when the rows per
-    step, ``prod(batch_shape)``, lie in its range (2 to 16) and ``remat`` is off. Decided when
+    step, ``prod(batch_shape)``, lie in its range (1 to 16) and ``remat`` is off. Decided when
     the call is traced, from the shapes unroll sees (under ``jax.vmap``, one member's)."""
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
@@ -676,6 +677,12 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
             return jax.jvp(lambda dk, dx: lin(zero_c, dk, dx), (zero_k, zero_x), (d_k, dx))[1]
 
         axes = assemble([None] * len(fixed), [0] * len(per_step))
+        # transposed, a product ``x_t @ dw`` over all steps is ``dot(g, x)`` followed by a
+        # transpose, which XLA's CPU backend folds into one dot of both operands transposed
+        # and runs at a third of the speed (forward+backward 1.07-1.16x faster kept apart for
+        # the LSTM and GRU at 4 to 16 rows, 1.4x at 64; docs/cells.md); the barrier between
+        # two transposes of the params' tangents keeps them apart
+        d_k = jax.tree.map(_transposed_twice, d_k)
         forcings = jax.vmap(forcing, in_axes=(axes, 0))(assemble(fixed, per_step), d_float)
 
         def recurrence(dc, inp):
@@ -737,6 +744,13 @@ def _depends_on(jaxpr, sources) -> list[bool]:
         if any(not isinstance(v, Literal) and v in reached for v in eqn.invars):
             reached.update(eqn.outvars)
     return [not isinstance(v, Literal) and v in reached for v in jaxpr.outvars]
+
+
+def _transposed_twice(v):
+    """``v`` itself, its last two axes swapped twice with an optimization barrier between."""
+    if v.ndim < 2 or not jnp.issubdtype(v.dtype, jnp.inexact):
+        return v
+    return jnp.swapaxes(jax.lax.optimization_barrier(jnp.swapaxes(v, -1, -2)), -1, -2)
 
 
 def _tangent_zeros(tree):
@@ -955,8 +969,8 @@ def unroll(
             gradient inside the backward loop; ``"deferred"``, the weight and input
             gradients for all steps at once after the loop (:func:`deferred_scan`; stores
             every step's residuals, so not with ``remat``); ``"auto"`` (the default) is
-            ``"deferred"`` on the CPU for 2 to 16 rows per step (``prod(batch_shape)``)
-            without ``remat``, where it was measured 1.1-2.6x faster, and ``"scan"``
+            ``"deferred"`` on the CPU for 1 to 16 rows per step (``prod(batch_shape)``)
+            without ``remat``, where it was measured up to 2.8x faster, and ``"scan"``
             otherwise (:func:`resolve_backward`).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
             and params); the call must run under :func:`gatedrnn.checks.checked`.

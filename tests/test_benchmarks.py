@@ -118,7 +118,8 @@ def test_backward_paths_measures_each_path_and_each_equals_jax_grad():
     result = main(["--kinds", "gru", "--shape", "2", "5", "3", "4", "--repeats", "1"])
     assert result["errors"]["gru"] < 1e-5
     assert set(result["ms"]["gru"]) == {"jax.grad", "unroll=2", "unroll=4", "deferred",
-                                        "carry only", "jax.grad, h @ w", "deferred, h @ w"}
+                                        "carry only", "jax.grad, h @ w", "deferred, h @ w",
+                                        "deferred, folded"}
     assert all(math.isfinite(ms) and ms > 0 for ms in result["ms"]["gru"].values())
     sums = result["accumulation"]["gru"]
     assert set(sums) == {"in the loop", "in the loop, h^T first", "after the loop"}
