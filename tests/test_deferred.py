@@ -292,7 +292,9 @@ def test_the_weight_gradients_over_all_steps_are_ordinary_products_on_the_cpu(na
     cotangents and the stacked ``x`` followed by a transpose, which XLA's CPU backend folded
     into one dot contracting its first operand's axis 0 and its second's axis 1, run outside
     its fast library at a third of the speed; the deferred pass keeps the two apart, so no dot
-    of the compiled gradient has that form (each had two: ``dw_h`` and ``dw_x``)."""
+    of the compiled gradient has that form (each cell had one or two, ``dw_h`` and ``dw_x``).
+    A matrix derived from the params inside the step (the weight-normalised cell) is not
+    reached: its product stays folded (docs/cells.md)."""
     layer = CELLS[name]
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (4, 40, I), jnp.float32)
