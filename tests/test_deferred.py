@@ -234,12 +234,20 @@ def _weight_normalised_rnn(hidden):
                         project=lambda p, x: x @ p["w_x"])
 
 
-def _scan_outputs_and_flops(layer, backward, batch=4, steps=40):
-    """The shapes of every per-step output of the loops in the params' gradient of unroll,
-    and that gradient's compiled FLOPs as XLA counts them (a loop's body once)."""
+def _params_gradient(layer, backward, batch=4, steps=40):
+    """``(grad, params, xs)``: the gradient in the params of ``sum(ys ** 2)`` over float32
+    ``xs [batch, steps, I]``, a function of the params."""
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (batch, steps, I), jnp.float32)
-    grad = jax.grad(lambda p: jnp.sum(gr.unroll(layer, p, xs, backward=backward)[1] ** 2))
+    grad = jax.grad(lambda p: jnp.sum(jnp.real(
+        gr.unroll(layer, p, xs, backward=backward)[1]) ** 2))
+    return grad, params, xs
+
+
+def _scan_outputs_and_flops(layer, backward):
+    """The shapes of every per-step output of the loops in the params' gradient of unroll,
+    and that gradient's compiled FLOPs as XLA counts them (a loop's body once)."""
+    grad, params, xs = _params_gradient(layer, backward)
 
     def stacked(jaxpr):
         for eqn in jaxpr.eqns:
@@ -295,11 +303,7 @@ def test_the_weight_gradients_over_all_steps_are_ordinary_products_on_the_cpu(na
     of the compiled gradient has that form (each cell had one or two, ``dw_h`` and ``dw_x``).
     A matrix derived from the params inside the step (the weight-normalised cell) is not
     reached: its product stays folded (docs/cells.md)."""
-    layer = CELLS[name]
-    params = layer.init(jax.random.key(0), I)
-    xs = jax.random.normal(jax.random.key(1), (4, 40, I), jnp.float32)
-    grad = jax.grad(lambda p: jnp.sum(jnp.real(
-        gr.unroll(layer, p, xs, backward="deferred")[1]) ** 2))
+    grad, params, _ = _params_gradient(CELLS[name], "deferred")
     hlo = jax.jit(grad).lower(params).compile().as_text()
     dots = [line for line in hlo.splitlines() if " dot(" in line]
     assert dots
