@@ -21,10 +21,10 @@ The likely cause: XLA's CPU ``ThunkExecutor`` runs a thunk sequence of at most
 body in the optimised HLO (instructions other than views, constants and tuples): 7 with
 ``k=0``, 8 with ``k=1``, 9 with ``k=2``. The step time drops at ``k=2`` at B=16 and 64, and
 at B=4 at ``k=1`` in two runs of three (``k=2`` in the other), so this count may differ by
-one from the runtime's. In a profile (``jax.profiler``) the recurrent product
-``[16, 256] @ [256, 768]`` (a YNNPACK fusion) took 46 us a step in the sequential body and
-27 us in the other, and the sequential body logged four times as many
-``SlinkyThreadPool::Await`` events: the caller waiting on the pool's workers. At batch 1
+one from the runtime's. In a profile (``jax.profiler``, B=16) the recurrent
+product ``[16, 256] @ [256, 768]`` (a YNNPACK fusion) took 41 us a step with ``k=0`` and 25
+with ``k=2``, and the ``k=0`` program logged four times as many ``SlinkyThreadPool::Await``
+events (379 a call against 90): the caller waiting on the pool's workers. At batch 1
 the products run on one thread (Eigen) and the mode makes no difference.
 """
 
