@@ -6,7 +6,10 @@ the peers a researcher would otherwise use on the same machine: Flax linen ``nn.
 ``SimpleCell`` / ``LSTMCell`` / ``OptimizedLSTMCell`` / ``GRUCell``, Equinox's ``LSTMCell`` /
 ``GRUCell`` under ``lax.scan`` (vmapped over the batch, as its docs show), and
 ``torch.nn.RNN/LSTM/GRU`` (all cores, in a process of its own: ``torch_peer.py``)? And
-how close to the machine's float32 matmul peak do they get? Besides the cells: compile time
+how close to the machine's float32 matmul peak do they get? The parallel-scan cells
+(``gr.min_gru``, ``gr.min_lstm``, ``gr.lru``), which no peer library ships, are measured by
+each ``method`` of ``gr.unroll`` (``"sequential"``, the default, and ``"associative"``) at
+the same shapes, beside the GRU they simplify. Besides the cells: compile time
 against the sequence length, peak memory of a long sequence under each ``remat`` policy, a
 2-layer bidirectional LSTM with ``lengths`` against PyTorch's packed sequences, and a
 ``gr.train`` step against a hand-written optax loop on the same model.
@@ -71,6 +74,9 @@ def outputs(backend: str) -> tuple[str, str, str, str]:
             f"<!-- run.py:{backend}:begin -->", f"<!-- run.py:{backend}:end -->")
 
 KINDS = ("rnn", "lstm", "gru")
+# cells linear in their carry, which gr.unroll also runs as a parallel prefix scan
+PARALLEL_KINDS = ("min_gru", "min_lstm", "lru")
+METHODS = ("sequential", "associative")
 
 
 def _installed(name: str) -> bool:
@@ -215,6 +221,34 @@ def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
                     "flops": flop,
                     "gflops": {n: flop / t / 1e9 for n, t in times.items()},
                 }
+            rows.append(row)
+            log(f"{kind} B={B} T={T} I={I} H={H}: fwd+bwd "
+                + ", ".join(f"{n} {v:.1f} ms" for n, v in row["forward+backward"]["ms"].items())
+                + f" ({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+def parallel_cases(shapes: list, repeats: int, log) -> list[dict]:
+    """Forward and forward+backward times of the parallel-scan cells at every shape, by each
+    ``method`` of :func:`gatedrnn.unroll` (its other arguments left at their defaults),
+    interleaved in this process. FLOPs are the sequential step's count times ``T``, for both
+    methods: the work the cell asks for, not what the parallel scan adds to it."""
+    rows = []
+    for B, T, I, H in shapes:
+        key = jax.random.key(0)
+        xs = jax.random.normal(key, (B, T, I), jnp.float32)
+        for kind in PARALLEL_KINDS:
+            start = time.perf_counter()
+            cell = getattr(gr, kind)(H)
+            params = cell.init(key, I)
+            fns = {m: gatedrnn_fns(kind, xs, key, H, method=m) for m in METHODS}
+            row = {"label": label(B), "cell": kind, "B": B, "T": T, "I": I, "H": H}
+            for mode, index, backward in (("forward", 0, False), ("forward+backward", 1, True)):
+                times = {n: t["median"] for n, t in
+                         interleaved({n: f[index] for n, f in fns.items()}, repeats).items()}
+                flop = unroll_flops(cell, params, B, T, I, backward=backward)
+                row[mode] = {"ms": {n: 1e3 * t for n, t in times.items()}, "flops": flop,
+                             "gflops": {n: flop / t / 1e9 for n, t in times.items()}}
             rows.append(row)
             log(f"{kind} B={B} T={T} I={I} H={H}: fwd+bwd "
                 + ", ".join(f"{n} {v:.1f} ms" for n, v in row["forward+backward"]["ms"].items())
@@ -464,6 +498,7 @@ def report(results: dict) -> str:
                 f"{ms['gatedrnn not hoisted']:.1f} | {peer} | {peer_ms} | {ratio:.2f}x | "
                 f"{others} |")
         lines.append("")
+    lines += parallel_report(results)
     c = results["compile"]
     lengths = list(c)
     least = (f" (the least of {results['compile_repeats']})" if "compile_repeats" in results
@@ -501,17 +536,50 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def parallel_report(results: dict) -> list[str]:
+    """The lines of the parallel-scan cells' table (none for results recorded before the
+    suite measured them)."""
+    if "parallel" not in results:
+        return []
+    gru = {(r["B"], r["T"], r["I"], r["H"]): r["forward+backward"]["ms"]["gatedrnn"]
+           for r in results["cells"] if r["cell"] == "gru"}
+    lines = ["### Parallel-scan cells by `method`, ms (GFLOP/s of the sequential scan)", "",
+             "No peer library ships these cells: each is timed by both methods of "
+             "`gr.unroll`, and beside the GRU (the default, from the first table) at the "
+             "same shape. Speed-up: the sequential scan's time over the associative "
+             "scan's (above 1, the parallel scan is faster).", "",
+             "| cell | B, T, I, H | forward+backward: sequential (default) | associative | "
+             "speed-up | forward: sequential | associative | speed-up | gr.gru "
+             "forward+backward |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in results["parallel"]:
+        shape = (row["B"], row["T"], row["I"], row["H"])
+        cells = []
+        for mode in ("forward+backward", "forward"):
+            ms, gflops = row[mode]["ms"], row[mode]["gflops"]
+            cells += [f"{ms['sequential']:.1f} ({gflops['sequential']:.0f})",
+                      f"{ms['associative']:.1f}",
+                      f"{ms['sequential'] / ms['associative']:.2f}x"]
+        cells.append(f"{gru[shape]:.1f}" if shape in gru else "-")
+        lines.append(f"| {row['cell']} | {', '.join(map(str, shape))} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def plot(results: dict, path: Path) -> None:
-    """Bar chart: each peer's forward+backward time over gatedrnn's, per cell and shape."""
+    """Bar chart: each peer's forward+backward time over gatedrnn's, per cell and shape; below
+    it, where the run measured them, the parallel-scan cells' sequential time over their
+    associative time, forward and forward+backward."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["cells"]
+    rows, parallel = results["cells"], results.get("parallel", [])
     names = sorted({n for r in rows for n in r["forward+backward"]["ms"]
                     if not n.startswith("gatedrnn")})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4), layout="constrained")
+    fig, axes = plt.subplots(2 if parallel else 1, 1, squeeze=False, layout="constrained",
+                             figsize=(max(6, 1.2 * max(len(rows), len(parallel))),
+                                      8 if parallel else 4))
+    ax = axes[0, 0]
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
         xs, heights = [], []
@@ -527,13 +595,36 @@ def plot(results: dict, path: Path) -> None:
     target, what = ((1.25, "target 1.25x") if results.get("backend", "cpu") == "cpu"
                     else (0.8, "target 0.8x (LSTM against cuDNN)"))
     ax.axhline(target, color="black", lw=1, ls="--", label=what)
+    _shape_ticks(ax, rows, width)
+    ax.set_ylabel("peer time / gatedrnn time (forward+backward)")
+    ax.legend(fontsize=7, ncols=2)
+    if parallel:
+        ax = axes[1, 0]
+        for j, mode in enumerate(("forward", "forward+backward")):
+            ax.bar([i + j * 0.4 for i in range(len(parallel))],
+                   [r[mode]["ms"]["sequential"] / r[mode]["ms"]["associative"]
+                    for r in parallel], 0.4, label=mode)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="black", lw=1)
+        _shape_ticks(ax, parallel, 0.4)
+        ax.set_ylabel("sequential time / associative time")
+        ax.set_title("parallel-scan cells: above 1, method='associative' is faster",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _shape_ticks(ax, rows: list, width: float) -> None:
+    """One tick per row, under its group of bars: the cell and its shape; ratios on the log
+    axis written as plain numbers."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FormatStrFormatter("%g"))
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
                   [f"{r['cell']}\n{r['B']},{r['T']},{r['I']},{r['H']}" for r in rows],
                   fontsize=8)
-    ax.set_ylabel("peer time / gatedrnn time (forward+backward)")
-    ax.legend(fontsize=7, ncols=2)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
@@ -613,6 +704,7 @@ def main(argv=None) -> dict:
         "machine": machine(), "command": command(quick, args.shape),
         "repeats": repeats, "missing": missing, "backend": backend, "peak_size": peak_size,
         "cells": cell_cases(shapes, repeats, log),
+        "parallel": parallel_cases(shapes, repeats, log),
         "compile": compile_times({"batch": 4 if quick else 64, "input": 8 if quick else 64,
                                   "hidden": 16 if quick else 256,
                                   "lengths": [16, 256] if quick else [256, 4096]}, log),

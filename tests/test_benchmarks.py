@@ -92,6 +92,15 @@ def test_quick_suite_measures_every_case_and_peer(quick):
             assert ("torch" in results["missing"]) != any(n.startswith("torch") for n in ms)
             assert all(math.isfinite(v) and v > 0 for v in ms.values())
             assert row[mode]["flops"] > 0
+    cases = {(r["cell"], r["B"], r["T"], r["I"], r["H"]) for r in results["parallel"]}
+    assert cases == {(kind, *shape) for kind in run.PARALLEL_KINDS
+                     for shape in [(8, 16, 8, 16), (1, 24, 2, 8)]}
+    for row in results["parallel"]:
+        for mode in ("forward", "forward+backward"):
+            ms = row[mode]["ms"]
+            assert set(ms) == set(run.METHODS)
+            assert all(math.isfinite(v) and v > 0 for v in ms.values())
+            assert row[mode]["flops"] > 0
     assert set(results["compile"]) == {"16", "256"}
     assert {"default", "remat=False", "remat=True"} <= set(results["memory"])
     assert results["train_step"]["ms_per_step"]["gr.train"] > 0
@@ -109,6 +118,15 @@ def test_quick_suite_report_states_the_numbers_of_results_json(quick):
         line = next(line for line in text.splitlines()
                     if line.startswith(f"| {row['cell']} | {row['B']}, {row['T']},"))
         assert f"| {peer} | {peer_ms} | {ratio:.2f}x |" in line
+    for row in results["parallel"]:
+        ms = row["forward+backward"]["ms"]
+        line = next(line for line in text.splitlines()
+                    if line.startswith(f"| {row['cell']} | {row['B']}, {row['T']},"))
+        speedup = ms["sequential"] / ms["associative"]
+        gru = next(r for r in results["cells"] if r["cell"] == "gru" and r["B"] == row["B"]
+                   and r["T"] == row["T"])["forward+backward"]["ms"]["gatedrnn"]
+        assert f"| {ms['associative']:.1f} | {speedup:.2f}x |" in line
+        assert line.endswith(f"| {gru:.1f} |")
     assert f"{results['peak_gflops']:.0f} GFLOP/s" in text
 
 
