@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from gatedrnn import checks
@@ -848,6 +849,85 @@ def _g(v: Array) -> Array:
     return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
 
 
+def _g_slope(v: Array) -> Array:
+    """``g'(v)``: 1 for ``v >= 0`` (the branch autodiff of :func:`_g` takes at 0), else
+    ``σ(v) (1 - σ(v))``."""
+    s = jax.nn.sigmoid(v)
+    return jnp.where(v >= 0, 1.0, s * (1.0 - s))
+
+
+def _linear_terms(like: Array, *terms: tuple) -> Array:
+    """``Σ coefficient * tangent`` over ``terms``, leaving out each whose tangent is a
+    ``SymbolicZero``: ``unroll(..., method="associative")`` reads a linear cell's ``a_t`` as
+    the derivative in the carry alone, and a zero array in place of the input's tangent
+    would be multiplied out over every step. Zeros shaped as ``like`` when all are zero."""
+    live = [c * t for c, t in terms if not isinstance(t, SymbolicZero)]
+    return functools.reduce(jnp.add, live) if live else jnp.zeros_like(like)
+
+
+@jax.custom_jvp
+def _min_gru_state(u_t: Array, h_tm1: Array) -> Array:
+    """minGRU's ``h_t`` from ``u_t = [u_z, u_h]`` and ``h_{t-1}``, with a derivative written
+    by hand (as ``_lstm_state``) for speed, not for a different value."""
+    k_z, k_h = _split(u_t, 2)
+    z_t = jax.nn.sigmoid(k_z)
+    return (1.0 - z_t) * h_tm1 + z_t * _g(k_h)
+
+
+def _min_gru_state_jvp(primals: tuple, tangents: tuple) -> tuple:
+    # Autodiff of the plain equations keeps 5 arrays, a mask and h_{t-1} per step for the
+    # backward pass; one coefficient per tangent term keeps 3, and with no recurrent product
+    # a step's time goes mostly to writing and reading them back:
+    #   dh_t = (1 - z) dh_{t-1} + (g - h_{t-1}) z (1 - z) du_z + z g'(u_h) du_h
+    u_t, h_tm1 = primals
+    d_u, d_h_tm1 = tangents
+    k_z, k_h = _split(u_t, 2)
+    z_t = jax.nn.sigmoid(k_z)
+    g_t = _g(k_h)
+    keep = 1.0 - z_t
+    h_t = keep * h_tm1 + z_t * g_t
+    d_z, d_h = (d_u, d_u) if isinstance(d_u, SymbolicZero) else _split(d_u, 2)
+    return h_t, _linear_terms(h_t, (keep, d_h_tm1), ((g_t - h_tm1) * z_t * keep, d_z),
+                              (z_t * _g_slope(k_h), d_h))
+
+
+_min_gru_state.defjvp(_min_gru_state_jvp, symbolic_zeros=True)
+
+
+def _min_lstm_gates(u_t: Array) -> tuple:
+    """minLSTM's normalised ``(f', i', g(u_h))`` and the raw ``(f, i)`` from ``u_t``."""
+    k_f, k_i, k_h = _split(u_t, 3)
+    f_t, i_t = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+    total = f_t + i_t
+    return f_t / total, i_t / total, _g(k_h), f_t, i_t
+
+
+@jax.custom_jvp
+def _min_lstm_state(u_t: Array, h_tm1: Array) -> Array:
+    """minLSTM's ``h_t`` from ``u_t = [u_f, u_i, u_h]`` and ``h_{t-1}``, with a derivative
+    written by hand (as ``_min_gru_state``)."""
+    f_n, i_n, g_t, _, _ = _min_lstm_gates(u_t)
+    return f_n * h_tm1 + i_n * g_t
+
+
+def _min_lstm_state_jvp(primals: tuple, tangents: tuple) -> tuple:
+    # 4 arrays a step instead of 10, a mask and h_{t-1}. With f' = f / (f + i), i' = 1 - f',
+    # df' = f' i' ((1 - f) du_f - (1 - i) du_i), and so
+    #   dh_t = f' dh_{t-1} + (h_{t-1} - g) f' i' ((1 - f) du_f - (1 - i) du_i) + i' g'(u_h) du_h
+    u_t, h_tm1 = primals
+    d_u, d_h_tm1 = tangents
+    f_n, i_n, g_t, f_t, i_t = _min_lstm_gates(u_t)
+    h_t = f_n * h_tm1 + i_n * g_t
+    spread = (h_tm1 - g_t) * f_n * i_n
+    d_f, d_i, d_h = (d_u,) * 3 if isinstance(d_u, SymbolicZero) else _split(d_u, 3)
+    return h_t, _linear_terms(h_t, (f_n, d_h_tm1), (spread * (1.0 - f_t), d_f),
+                              (-spread * (1.0 - i_t), d_i),
+                              (i_n * _g_slope(_split(u_t, 3)[2]), d_h))
+
+
+_min_lstm_state.defjvp(_min_lstm_state_jvp, symbolic_zeros=True)
+
+
 def _input_gated_cell(kind: str, num_gates: int, hidden_size: int, core: Callable,
                       dtype: Any, param_dtype: Any) -> Cell:
     """A cell whose gates read the input alone, ``u = x @ w_x + b`` with ``w_x [I, G*H]`` and
@@ -887,10 +967,8 @@ def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float
     hidden_size = _check_common(hidden_size, param_dtype)
 
     def core(params, h_tm1, u_t):
-        k_z, k_h = _split(u_t, 2)
-        z_t = jax.nn.sigmoid(k_z)
-        h_t = (1.0 - z_t) * h_tm1 + z_t * _g(k_h)
-        return h_t, h_t, {"update": z_t}
+        h_t = _min_gru_state(u_t, h_tm1)
+        return h_t, h_t, {"update": jax.nn.sigmoid(_split(u_t, 2)[0])}
 
     return _input_gated_cell("min_gru", 2, hidden_size, core, dtype, param_dtype)
 
@@ -919,10 +997,8 @@ def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.floa
     hidden_size = _check_common(hidden_size, param_dtype)
 
     def core(params, h_tm1, u_t):
-        k_f, k_i, k_h = _split(u_t, 3)
-        f_t, i_t = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
-        f_t, i_t = f_t / (f_t + i_t), i_t / (f_t + i_t)
-        h_t = f_t * h_tm1 + i_t * _g(k_h)
+        h_t = _min_lstm_state(u_t, h_tm1)
+        f_t, i_t = _min_lstm_gates(u_t)[:2]
         return h_t, h_t, {"forget": f_t, "input": i_t}
 
     return _input_gated_cell("min_lstm", 3, hidden_size, core, dtype, param_dtype)

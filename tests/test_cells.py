@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import randomize, to_numpy
-from reference import gru_step, lstm_step, rnn_step
+from reference import gru_step, lstm_step, min_gru_step, min_lstm_step, rnn_step
 
 import gatedrnn as gr
 
@@ -124,16 +124,19 @@ def _reference_loss(cell, params, carry, xs, weights):
         if cell.kind == "lstm":
             h, c = lstm_step(p, h, c, xs[:, t], coupled=cell.config["coupled"])
         else:
-            h = gru_step(p, h, xs[:, t])
+            step = {"gru": gru_step, "min_gru": min_gru_step, "min_lstm": min_lstm_step}
+            h = step[cell.kind](p, h, xs[:, t])
         loss += np.sum(weights[t] * h)
     return loss + (np.sum(weights[-1] * c) if cell.kind == "lstm" else 0.0)
 
 
-@pytest.mark.parametrize("cell", [gr.lstm(H), gr.lstm(H, coupled=True), gr.gru(H)],
-                         ids=["lstm", "lstm-coupled", "gru"])
+@pytest.mark.parametrize("cell", [gr.lstm(H), gr.lstm(H, coupled=True), gr.gru(H),
+                                  gr.min_gru(H), gr.min_lstm(H)],
+                         ids=["lstm", "lstm-coupled", "gru", "min_gru", "min_lstm"])
 def test_handwritten_derivatives_match_finite_differences_of_the_equations(cell):
-    # The LSTM's and GRU's steps carry a derivative written by hand (a custom_jvp): reverse
-    # mode, forward mode and second order must all be the equations' own derivatives.
+    # The LSTM's, GRU's, minGRU's and minLSTM's steps carry a derivative written by hand (a
+    # custom_jvp): reverse mode, forward mode and second order must all be the equations'
+    # own derivatives.
     params, carry, x = _random_case(cell)
     xs = jax.random.normal(jax.random.key(5), (3, 4, I), jnp.float64)
     weights = np.random.default_rng(0).normal(size=(xs.shape[1] + 1, 3, H))
@@ -218,3 +221,34 @@ def test_step_rejects_wrong_feature_size_naming_both_sizes():
     with pytest.raises(ValueError,
                        match=r"last axis must be the 5 input features.*'w_x': \[5, 28\]"):
         cell.step(params, cell.initial_carry((2,)), jnp.zeros((2, 4)))
+
+
+def _plain_min_gru(u, h):
+    z, v = jax.nn.sigmoid(u[..., :H]), u[..., H:]
+    return (1.0 - z) * h + z * jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def _plain_min_lstm(u, h):
+    f, i, v = jax.nn.sigmoid(u[..., :H]), jax.nn.sigmoid(u[..., H:2 * H]), u[..., 2 * H:]
+    return f / (f + i) * h + i / (f + i) * jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+@pytest.mark.parametrize("cell, plain", [(gr.min_gru(H), _plain_min_gru),
+                                         (gr.min_lstm(H), _plain_min_lstm)],
+                         ids=["min_gru", "min_lstm"])
+def test_min_cells_handwritten_derivative_is_autodiffs_at_the_kink_of_g(cell, plain):
+    # g(v) = v + 0.5 | σ(v) has a kink at 0, where autodiff takes the v >= 0 branch's slope
+    params, h, x = _random_case(cell)
+    u = cell.project(params, x)
+    u = u.at[..., ::2].set(0.0)  # every other pre-activation of every block exactly at 0
+    weights = jax.random.normal(jax.random.key(7), h.shape, h.dtype)
+
+    def ours(u, h):
+        return jnp.sum(weights * cell.recur(params, h, u)[1])
+
+    def reference(u, h):
+        return jnp.sum(weights * plain(u, h))
+
+    np.testing.assert_allclose(ours(u, h), reference(u, h), rtol=1e-12)
+    for a, b in zip(jax.grad(ours, (0, 1))(u, h), jax.grad(reference, (0, 1))(u, h)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
