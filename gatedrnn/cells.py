@@ -865,13 +865,18 @@ def _linear_terms(like: Array, *terms: tuple) -> Array:
     return functools.reduce(jnp.add, live) if live else jnp.zeros_like(like)
 
 
+def _min_gru_gates(u_t: Array) -> tuple:
+    """minGRU's ``(z, g(u_h))`` from ``u_t = [u_z, u_h]``."""
+    k_z, k_h = _split(u_t, 2)
+    return jax.nn.sigmoid(k_z), _g(k_h)
+
+
 @jax.custom_jvp
 def _min_gru_state(u_t: Array, h_tm1: Array) -> Array:
-    """minGRU's ``h_t`` from ``u_t = [u_z, u_h]`` and ``h_{t-1}``, with a derivative written
-    by hand (as ``_lstm_state``) for speed, not for a different value."""
-    k_z, k_h = _split(u_t, 2)
-    z_t = jax.nn.sigmoid(k_z)
-    return (1.0 - z_t) * h_tm1 + z_t * _g(k_h)
+    """minGRU's ``h_t`` from ``u_t`` and ``h_{t-1}``, with a derivative written by hand (as
+    ``_lstm_state``) for speed, not for a different value."""
+    z_t, g_t = _min_gru_gates(u_t)
+    return (1.0 - z_t) * h_tm1 + z_t * g_t
 
 
 def _min_gru_state_jvp(primals: tuple, tangents: tuple) -> tuple:
@@ -881,21 +886,20 @@ def _min_gru_state_jvp(primals: tuple, tangents: tuple) -> tuple:
     #   dh_t = (1 - z) dh_{t-1} + (g - h_{t-1}) z (1 - z) du_z + z g'(u_h) du_h
     u_t, h_tm1 = primals
     d_u, d_h_tm1 = tangents
-    k_z, k_h = _split(u_t, 2)
-    z_t = jax.nn.sigmoid(k_z)
-    g_t = _g(k_h)
+    z_t, g_t = _min_gru_gates(u_t)
     keep = 1.0 - z_t
     h_t = keep * h_tm1 + z_t * g_t
-    d_z, d_h = (d_u, d_u) if isinstance(d_u, SymbolicZero) else _split(d_u, 2)
+    d_z, d_h = (d_u,) * 2 if isinstance(d_u, SymbolicZero) else _split(d_u, 2)
     return h_t, _linear_terms(h_t, (keep, d_h_tm1), ((g_t - h_tm1) * z_t * keep, d_z),
-                              (z_t * _g_slope(k_h), d_h))
+                              (z_t * _g_slope(_split(u_t, 2)[1]), d_h))
 
 
 _min_gru_state.defjvp(_min_gru_state_jvp, symbolic_zeros=True)
 
 
 def _min_lstm_gates(u_t: Array) -> tuple:
-    """minLSTM's normalised ``(f', i', g(u_h))`` and the raw ``(f, i)`` from ``u_t``."""
+    """minLSTM's normalised ``(f', i', g(u_h))`` and the raw ``(f, i)`` from ``u_t = [u_f,
+    u_i, u_h]``."""
     k_f, k_i, k_h = _split(u_t, 3)
     f_t, i_t = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
     total = f_t + i_t
@@ -904,8 +908,8 @@ def _min_lstm_gates(u_t: Array) -> tuple:
 
 @jax.custom_jvp
 def _min_lstm_state(u_t: Array, h_tm1: Array) -> Array:
-    """minLSTM's ``h_t`` from ``u_t = [u_f, u_i, u_h]`` and ``h_{t-1}``, with a derivative
-    written by hand (as ``_min_gru_state``)."""
+    """minLSTM's ``h_t`` from ``u_t`` and ``h_{t-1}``, with a derivative written by hand (as
+    ``_min_gru_state``)."""
     f_n, i_n, g_t, _, _ = _min_lstm_gates(u_t)
     return f_n * h_tm1 + i_n * g_t
 
@@ -968,7 +972,7 @@ def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float
 
     def core(params, h_tm1, u_t):
         h_t = _min_gru_state(u_t, h_tm1)
-        return h_t, h_t, {"update": jax.nn.sigmoid(_split(u_t, 2)[0])}
+        return h_t, h_t, {"update": _min_gru_gates(u_t)[0]}
 
     return _input_gated_cell("min_gru", 2, hidden_size, core, dtype, param_dtype)
 

@@ -966,7 +966,8 @@ def unroll(
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
             cells linear in their carry; any other cell is refused). On a 2-core CPU the
             sequential scan was 1.6-2.4x faster at batches of 64 and 256, the associative
-            one faster only for a single sequence of a minGRU or minLSTM (docs/cells.md).
+            one as fast or faster only for one sequence of a minGRU or minLSTM
+            (docs/cells.md).
         backward: the form of the sequential scan's derivatives (the values are the same
             within float32 rounding): ``"scan"``, JAX's own, which adds each step's weight
             gradient inside the backward loop; ``"deferred"``, the weight and input
