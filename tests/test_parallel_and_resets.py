@@ -92,6 +92,23 @@ def test_associative_scan_equals_the_sequential_scan_in_values_and_gradients(nam
     assert_trees_close(grad(params, "associative"), grad(params, "sequential"), ASSOC_TOL)
 
 
+@pytest.mark.parametrize("name", ["min_gru", "min_lstm", "lru"])
+def test_associative_scan_second_order_and_forward_mode_equal_the_sequential(name):
+    # the minGRU's and minLSTM's derivatives are hand-written rules that take symbolic zeros,
+    # which the parallel scan's coefficients rely on: their own derivatives must hold too
+    cell = LINEAR[name]
+    params, xs = _case(cell)
+    direction = randomize(params, jax.random.key(3), 0.5, jnp.float64)
+
+    def loss(p, method):
+        return jnp.sum(jnp.sin(gr.unroll(cell, p, xs, method=method)[1]))
+
+    for derivative in (lambda m: jax.jvp(jax.grad(lambda p: loss(p, m)), (params,),
+                                         (direction,))[1],
+                       lambda m: jax.jacfwd(lambda p: loss(p, m))(params)):
+        assert_trees_close(derivative("associative"), derivative("sequential"), EQ_TOL)
+
+
 def test_associative_scan_is_stable_over_thousands_of_steps_in_float32():
     cell = gr.min_gru(8)
     params = cell.init(jax.random.key(0), I)
