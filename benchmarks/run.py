@@ -191,30 +191,28 @@ def peers(kind: str, xs: jax.Array, key, H: int) -> dict[str, tuple]:
     return out
 
 
-def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
-    """Forward and forward+backward times of every cell at every shape, with our variants
-    (the default arguments, and each choice of ``hoist_projection``) and the peers: the JAX
-    ones interleaved in this process, PyTorch in its own."""
+def _timed_cases(kinds: tuple, shapes: list, repeats: int, log, candidates,
+                 elsewhere=None) -> list[dict]:
+    """Forward and forward+backward times of ``gr.<kind>`` for every kind at every shape:
+    ``candidates(kind, xs, key, H)`` gives ``name -> (forward, forward+backward)``, timed
+    interleaved in this process; ``elsewhere(kind, B, T, I, H, repeats)`` gives ``name ->
+    {mode: seconds}`` measured in another (PyTorch). FLOPs are the cell's step's count times
+    ``T`` (:func:`unroll_flops`), the same for every candidate."""
     rows = []
     for B, T, I, H in shapes:
         key = jax.random.key(0)
         xs = jax.random.normal(key, (B, T, I), jnp.float32)
-        for kind in KINDS:
+        for kind in kinds:
             start = time.perf_counter()
             cell = getattr(gr, kind)(H)
             params = cell.init(key, I)
-            fns = {"gatedrnn": gatedrnn_fns(kind, xs, key, H),
-                   "gatedrnn hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=True),
-                   "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H,
-                                                        hoist_projection=False)}
-            fns.update(peers(kind, xs, key, H))
+            fns = candidates(kind, xs, key, H)
+            other = elsewhere(kind, B, T, I, H, repeats) if elsewhere else {}
             row = {"label": label(B), "cell": kind, "B": B, "T": T, "I": I, "H": H}
-            torch = torch_times("cell", kind, B, T, I, H, repeats)
             for mode, index, backward in (("forward", 0, False), ("forward+backward", 1, True)):
                 times = {n: t["median"] for n, t in
                          interleaved({n: f[index] for n, f in fns.items()}, repeats).items()}
-                if mode in torch:
-                    times[f"torch nn.{kind.upper()}"] = torch[mode]
+                times.update({n: t[mode] for n, t in other.items() if mode in t})
                 flop = unroll_flops(cell, params, B, T, I, backward=backward)
                 row[mode] = {
                     "ms": {n: 1e3 * t for n, t in times.items()},
@@ -228,32 +226,30 @@ def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
     return rows
 
 
+def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
+    """Forward and forward+backward times of every cell at every shape, with our variants
+    (the default arguments, and each choice of ``hoist_projection``) and the peers: the JAX
+    ones interleaved in this process, PyTorch in its own."""
+    def candidates(kind, xs, key, H):
+        return {"gatedrnn": gatedrnn_fns(kind, xs, key, H),
+                "gatedrnn hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=True),
+                "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=False),
+                **peers(kind, xs, key, H)}
+
+    def pytorch(kind, B, T, I, H, repeats):
+        times = torch_times("cell", kind, B, T, I, H, repeats)
+        return {f"torch nn.{kind.upper()}": times} if times else {}
+
+    return _timed_cases(KINDS, shapes, repeats, log, candidates, pytorch)
+
+
 def parallel_cases(shapes: list, repeats: int, log) -> list[dict]:
     """Forward and forward+backward times of the parallel-scan cells at every shape, by each
     ``method`` of :func:`gatedrnn.unroll` (its other arguments left at their defaults),
-    interleaved in this process. FLOPs are the sequential step's count times ``T``, for both
+    interleaved in this process. FLOPs are the sequential step's count times ``T`` for both
     methods: the work the cell asks for, not what the parallel scan adds to it."""
-    rows = []
-    for B, T, I, H in shapes:
-        key = jax.random.key(0)
-        xs = jax.random.normal(key, (B, T, I), jnp.float32)
-        for kind in PARALLEL_KINDS:
-            start = time.perf_counter()
-            cell = getattr(gr, kind)(H)
-            params = cell.init(key, I)
-            fns = {m: gatedrnn_fns(kind, xs, key, H, method=m) for m in METHODS}
-            row = {"label": label(B), "cell": kind, "B": B, "T": T, "I": I, "H": H}
-            for mode, index, backward in (("forward", 0, False), ("forward+backward", 1, True)):
-                times = {n: t["median"] for n, t in
-                         interleaved({n: f[index] for n, f in fns.items()}, repeats).items()}
-                flop = unroll_flops(cell, params, B, T, I, backward=backward)
-                row[mode] = {"ms": {n: 1e3 * t for n, t in times.items()}, "flops": flop,
-                             "gflops": {n: flop / t / 1e9 for n, t in times.items()}}
-            rows.append(row)
-            log(f"{kind} B={B} T={T} I={I} H={H}: fwd+bwd "
-                + ", ".join(f"{n} {v:.1f} ms" for n, v in row["forward+backward"]["ms"].items())
-                + f" ({time.perf_counter() - start:.0f} s)")
-    return rows
+    return _timed_cases(PARALLEL_KINDS, shapes, repeats, log, lambda kind, xs, key, H: {
+        m: gatedrnn_fns(kind, xs, key, H, method=m) for m in METHODS})
 
 
 COMPILE_REPEATS = 3
