@@ -292,6 +292,43 @@ def test_reuse_cpu_memory_keeps_xla_temporaries_resident_between_calls():
     assert default > 10_000 and reused < default / 20, (default, reused)
 
 
+def test_compile_small_loops_whole_appends_its_option_once_and_keeps_yours(monkeypatch):
+    workarounds = gr.workarounds
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    # JAX's backend runs in this process, so the flag is read too late here: it says so
+    with pytest.warns(RuntimeWarning, match="after JAX's backend started"):
+        workarounds.compile_small_loops_whole(max_bytes=123)
+        workarounds.compile_small_loops_whole()
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2",
+        f"--xla_backend_extra_options={workarounds.SMALL_LOOP_OPTION}=123"]
+    for bad in (0, -5, 1.5, True, "2MB"):
+        with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+            workarounds.compile_small_loops_whole(max_bytes=bad)
+
+
+_SMALL_LOOP_GRADIENT = """
+import json, jax, jax.numpy as jnp, numpy as np, gatedrnn as gr
+cell = gr.lstm(32)
+params = cell.init(jax.random.key(0), 3)
+xs = jax.random.normal(jax.random.key(1), (1, 50, 3))
+grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs)[1] ** 2)))
+print(grad.lower(params).compile().as_text().count("xla_cpu_small_call="))
+print(json.dumps([float(np.sum(np.abs(g))) for g in jax.tree.leaves(grad(params))]))
+"""
+
+
+def test_small_cpu_loops_opt_in_builds_a_single_sequence_loop_whole_with_equal_gradients():
+    default = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu")
+    whole = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu",
+                                       GATEDRNN_SMALL_CPU_LOOPS="1")
+    (calls_default, sums_default), (calls_whole, sums_whole) = (
+        p.stdout.split("\n")[:2] for p in (default, whole))
+    # the gradient's two loops (forward and backward), each one function when opted in
+    assert (int(calls_default), int(calls_whole)) == (0, 2)
+    np.testing.assert_allclose(json.loads(sums_whole), json.loads(sums_default), rtol=1e-6)
+
+
 class _FakeLibc:
     def __init__(self):
         self.calls = []
