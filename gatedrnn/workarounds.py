@@ -110,8 +110,9 @@ def compile_small_loops_whole(max_bytes: int = 2_000_000) -> None:
     not the default because it applies to every loop of the process and some run slower as
     one function: the LRU's forward+backward at B=64, H=64 took 2.4x as long (3.5x at
     H=128), and the GRU's at B=1, H=512 1.4x with 4 MB. Flax's and Equinox's scans in the
-    same process gain as well. Call it before anything computes; GPU and TPU backends
-    ignore the option.
+    same process gain as well. Call it before anything computes. XLA's GPU compilers do
+    not read the option (they pass only extra options not named ``xla_*`` on to LLVM); a
+    TPU's was not checked.
 
     Args:
         max_bytes: the largest bytes one iteration may access, a positive int; a value in
