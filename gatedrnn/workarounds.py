@@ -40,9 +40,7 @@ def avoid_cpu_deadlock() -> None:
     Measured cost on a 2-core CPU: 5-10% per step for one or two seeds, none at four
     (benchmarks/RESULTS.md).
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_SCHEDULER_FLAG not in flags.split():
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}".strip()
+    _append_xla_flag(CPU_SCHEDULER_FLAG, unless=CPU_SCHEDULER_FLAG)
 
 
 def reuse_cpu_memory(keep_bytes: int = 2**30) -> bool:
@@ -124,10 +122,16 @@ def compile_small_loops_whole(max_bytes: int = 2_000_000) -> None:
         warnings.warn("compile_small_loops_whole was called after JAX's backend started: "
                       "XLA has read its flags, so nothing changes in this process; call it "
                       "before the first computation", RuntimeWarning, stacklevel=2)
+    _append_xla_flag(f"--xla_backend_extra_options={SMALL_LOOP_OPTION}={max_bytes}",
+                     unless=SMALL_LOOP_OPTION)
+
+
+def _append_xla_flag(flag: str, *, unless: str) -> None:
+    """Appends ``flag`` to ``XLA_FLAGS`` (other flags untouched) unless ``XLA_FLAGS`` already
+    holds ``unless``: the flag itself, or an option the user set to a value of their own."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if SMALL_LOOP_OPTION not in flags:
-        os.environ["XLA_FLAGS"] = (f"{flags} --xla_backend_extra_options="
-                                   f"{SMALL_LOOP_OPTION}={max_bytes}").strip()
+    if unless not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 
 def _not_glibc() -> str:

@@ -315,6 +315,15 @@ xs = jax.random.normal(jax.random.key(1), (1, 50, 3))
 grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs)[1] ** 2)))
 print(grad.lower(params).compile().as_text().count("xla_cpu_small_call="))
 print(json.dumps([float(np.sum(np.abs(g))) for g in jax.tree.leaves(grad(params))]))
+# a cell of one's own, with nested params: a leaky tanh unit
+user = gr.make_cell(
+    lambda key, i: {"in": {"w": jax.random.normal(key, (i, 32))}, "rec": jnp.eye(32) * 0.5},
+    lambda p, h, u: ((h := 0.9 * h + 0.1 * jnp.tanh(u + h @ p["rec"])), h),
+    hidden_size=32, project=lambda p, x: x @ p["in"]["w"])
+u_params = user.init(jax.random.key(2), 3)
+u_grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(user, p, xs)[1] ** 2)))
+print(u_grad.lower(u_params).compile().as_text().count("xla_cpu_small_call="))
+print(json.dumps([float(np.sum(np.abs(g))) for g in jax.tree.leaves(u_grad(u_params))]))
 """
 
 
@@ -322,11 +331,13 @@ def test_small_cpu_loops_opt_in_builds_a_single_sequence_loop_whole_with_equal_g
     default = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu")
     whole = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu",
                                        GATEDRNN_SMALL_CPU_LOOPS="1")
-    (calls_default, sums_default), (calls_whole, sums_whole) = (
-        p.stdout.split("\n")[:2] for p in (default, whole))
-    # the gradient's two loops (forward and backward), each one function when opted in
-    assert (int(calls_default), int(calls_whole)) == (0, 2)
-    np.testing.assert_allclose(json.loads(sums_whole), json.loads(sums_default), rtol=1e-6)
+    for first in (0, 2):  # the LSTM's lines, then a user cell's
+        (calls_default, sums_default), (calls_whole, sums_whole) = (
+            p.stdout.split("\n")[first:first + 2] for p in (default, whole))
+        # the gradient's two loops (forward and backward), each one function when opted in
+        assert (int(calls_default), int(calls_whole)) == (0, 2)
+        np.testing.assert_allclose(json.loads(sums_whole), json.loads(sums_default),
+                                   rtol=1e-6)
 
 
 class _FakeLibc:
