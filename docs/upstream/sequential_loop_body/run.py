@@ -26,6 +26,10 @@ product ``[16, 256] @ [256, 768]`` (a YNNPACK fusion) took 41 us a step with ``k
 with ``k=2``, and the ``k=0`` program logged four times as many ``SlinkyThreadPool::Await``
 events (379 a call against 90): the caller waiting on the pool's workers. At batch 1
 the products run on one thread (Eigen) and the mode makes no difference.
+
+It needs XLA's default CPU scheduler: with
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` every ``k`` ran at the
+slower rate (297-303 us a step at B=64, 69-75 at B=16; 2026-11-24, the same machine).
 """
 
 import re

@@ -10,6 +10,7 @@ wrong. The script prints the largest difference for each variant:
 - ``vmap(grad)``, float64, default flags: wrong (0.08);
 - the same under ``jax.disable_jit()``, or with ``lax.map`` instead of ``vmap``: right;
 - with ``XLA_FLAGS=--xla_backend_optimization_level=0``: right;
+- with ``XLA_FLAGS=--xla_llvm_disable_expensive_passes=true``: wrong (0.08);
 - in float32: right (1e-7);
 - with ``sigmoid(v)`` written as ``0.5 * tanh(0.5 * v) + 0.5``: right; written as
   ``1 / (1 + exp(-v))``: wrong.
