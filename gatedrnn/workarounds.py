@@ -37,8 +37,9 @@ def avoid_cpu_deadlock() -> None:
     while one waits in ``tsl::BlockUntilReady``. Without this scheduler it runs. XLA reads
     ``XLA_FLAGS`` when the backend starts, at the first computation, so call this before
     anything computes (after ``import jax`` is fine). GPU and TPU backends ignore the flag.
-    Measured cost on a 2-core CPU: 5-10% per step for one or two seeds, none at four
-    (benchmarks/RESULTS.md).
+    Measured cost on a 2-core CPU: 5-10% per training step for one or two seeds, none at
+    four; on ``gr.unroll``'s forward+backward up to 12% for the GRU (1.01-1.14x the time)
+    and none for the LSTM (0.92-1.03x; benchmarks/RESULTS.md).
     """
     _append_xla_flag(CPU_SCHEDULER_FLAG, unless=CPU_SCHEDULER_FLAG)
 
