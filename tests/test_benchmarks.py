@@ -270,3 +270,30 @@ def test_torch_peer_times_a_cell_with_and_without_onednn(flags):
 def test_torch_peer_refuses_bad_arguments_with_its_usage(argv):
     done = _torch_peer(*argv)
     assert done.returncode != 0 and "usage: " in done.stderr and "--no-onednn" in done.stderr
+
+
+def test_one_feature_times_both_programs_whose_gradients_are_the_same():
+    import gatedrnn as gr
+    from benchmarks.one_feature import main, programs
+
+    cell = gr.gru(4)
+    compiled = programs(cell, cell.init(jax.random.key(0), 1), jax.numpy.ones((2, 5, 1)))
+    # the rule's forward program keeps the input product a dot; without, XLA fuses it away
+    dots = {rule: c.as_text().count(" dot(") for rule, c in compiled["forward"].items()}
+    assert dots["on"] == dots["off"] + 1
+
+    result = main(["--kinds", "gru", "min_lstm", "--shape", "2", "5", "1", "4", "--repeats", "1"])
+    for kind in ("gru", "min_lstm"):
+        assert result[kind]["gradient_difference"] == 0
+        assert all(math.isfinite(ms) and ms > 0 for by_rule in result[kind]["ms"].values()
+                   for ms in by_rule.values())
+
+
+@pytest.mark.parametrize("argv", [["--shape", "1", "10", "2", "4"], ["--repeats", "0"],
+                                  ["--kinds", "rnn"]])
+def test_one_feature_refuses_a_bad_argument_before_measuring(argv, capsys):
+    from benchmarks.one_feature import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "--" in capsys.readouterr().err
