@@ -15,9 +15,8 @@ slice ``x[t]``; ``sliced inputs`` slices ``w`` and ``b`` and computes each part 
 
 With ``XLA_FLAGS=--xla_cpu_use_fusion_emitters=false`` (the older emitter) ``sliced`` took
 93.1, 338.7 and 1305.1 us against 108.8, 330.7 and 2436.5: the slow case is the fusion
-emitters'. With ``x`` a plain ``[B, 1]``
-input (no dynamic slice) the two took about the same time
-(0.75-1.20x).
+emitters'. With ``x`` a plain ``[B, 1]`` input (no dynamic slice) the two took about the same
+time (0.75-1.20x).
 
 Where it arises: in a ``lax.scan`` over a sequence whose inputs have one feature, XLA rewrites
 the input product ``x_t @ w_x`` (contracting one feature) as a broadcast multiply and fuses it
