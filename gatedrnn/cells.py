@@ -1155,6 +1155,6 @@ def num_params(params: Any) -> int:
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
-__all__ = ["ACTIVATIONS", "Cell", "LSTMCarry", "Layer", "SequenceLayer", "StepLayer",
-           "TRANSPOSED_COPY_ROWS", "cell_factory", "gru", "lru", "lstm", "make_cell", "min_gru",
-           "min_lstm", "num_params", "recurrent_matmul", "rnn"]
+__all__ = ["ACTIVATIONS", "Cell", "LSTMCarry", "Layer", "ONE_FEATURE_DOT", "SequenceLayer",
+           "StepLayer", "TRANSPOSED_COPY_ROWS", "cell_factory", "gru", "lru", "lstm", "make_cell",
+           "min_gru", "min_lstm", "num_params", "recurrent_matmul", "rnn"]
