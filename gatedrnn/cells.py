@@ -510,7 +510,7 @@ def _gated_affine(params: Params, x: Array) -> Array:
     w_x = params["w_x"]
     if w_x.shape[0] == 1 == jnp.shape(x)[-1] and jax.default_backend() in ONE_FEATURE_DOT:
         return _one_feature_product(x, w_x) + params["b"]
-    return x @ w_x + params["b"]
+    return _affine(params, x)
 
 
 @jax.custom_jvp

@@ -3,6 +3,7 @@
 Speed is never asserted here: only that every case was measured and reported faithfully.
 """
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -156,11 +157,12 @@ def test_the_weight_gradient_sums_agree_with_numpy():
         np.testing.assert_allclose(fn(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("argv", [["--shape", "1", "0", "1", "4"], ["--repeats", "0"],
-                                  ["--kinds", "lru"]])
-def test_backward_paths_refuses_a_bad_argument_before_measuring(argv, capsys):
-    from benchmarks.backward_paths import main
-
+@pytest.mark.parametrize("script, argv", [
+    ("backward_paths", ["--shape", "1", "0", "1", "4"]), ("backward_paths", ["--repeats", "0"]),
+    ("backward_paths", ["--kinds", "lru"]), ("one_feature", ["--shape", "1", "10", "2", "4"]),
+    ("one_feature", ["--repeats", "0"]), ("one_feature", ["--kinds", "rnn"])])
+def test_refuses_a_bad_argument_before_measuring(script, argv, capsys):
+    main = importlib.import_module(f"benchmarks.{script}").main
     with pytest.raises(SystemExit):
         main(argv)
     assert "--" in capsys.readouterr().err
@@ -287,13 +289,3 @@ def test_one_feature_times_both_programs_whose_gradients_are_the_same():
         assert result[kind]["gradient_difference"] == 0
         assert all(math.isfinite(ms) and ms > 0 for by_rule in result[kind]["ms"].values()
                    for ms in by_rule.values())
-
-
-@pytest.mark.parametrize("argv", [["--shape", "1", "10", "2", "4"], ["--repeats", "0"],
-                                  ["--kinds", "rnn"]])
-def test_one_feature_refuses_a_bad_argument_before_measuring(argv, capsys):
-    from benchmarks.one_feature import main
-
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert "--" in capsys.readouterr().err
