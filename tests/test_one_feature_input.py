@@ -35,8 +35,10 @@ def _plain(params, x):
     return x @ params["w_x"] + params["b"]
 
 
-@pytest.mark.parametrize("kind", GATED)
-@pytest.mark.parametrize("batch_shape", [(), (1,), (2, 5)])
+# The four cells share one project (_gated_affine), so each batch shape is tried on one of them;
+# test_unroll_equals_the_plain_product runs every cell through gr.unroll.
+@pytest.mark.parametrize(("kind", "batch_shape"),
+                         [("lstm", ()), ("gru", (1,)), ("min_gru", (2, 5)), ("min_lstm", (3,))])
 def test_values_and_derivatives_equal_the_plain_product(kind, batch_shape):
     cell, params, x = _cell_params_x(kind, batch_shape=batch_shape)
     assert _uses_padded_dot(cell, params, x)
