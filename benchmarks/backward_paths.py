@@ -54,7 +54,11 @@ unroll_module = sys.modules["gatedrnn.unroll"]  # the module: gr.unroll is the f
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
-from benchmarks.timing import interleaved  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    compiled_with,
+    interleaved,
+    largest_relative_difference,
+)
 
 
 def _sum_sq(ys):
@@ -85,18 +89,13 @@ def gradient_paths(cell, xs) -> dict:
 
 
 def _traced_with(fn, module, name, value):
-    """``fn`` traced, at its first call, with ``module.name`` set to ``value``: the rules are
-    read when a call is traced, so the change holds for that trace alone."""
+    """``fn`` compiled, at its first call, with ``module.name`` set to ``value``
+    (:func:`benchmarks.timing.compiled_with`)."""
     compiled = {}
 
     def run(*args):
         if not compiled:
-            saved = getattr(module, name)
-            setattr(module, name, value)
-            try:
-                compiled["fn"] = fn.lower(*args).compile()
-            finally:
-                setattr(module, name, saved)
+            compiled["fn"] = compiled_with(fn, args, module, name, value)
         return compiled["fn"](*args)
     return run
 
@@ -151,10 +150,8 @@ def main(argv=None) -> dict:
         carry = cell.initial_carry((B,), params=params)
         paths = gradient_paths(cell, xs)
         reference = paths["jax.grad"](params, carry)
-        errors[kind] = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
-                           for name, fn in paths.items() if name != "carry only"
-                           for a, b in zip(jax.tree.leaves(reference),
-                                           jax.tree.leaves(fn(params, carry))))
+        errors[kind] = max(largest_relative_difference(reference, fn(params, carry))
+                           for name, fn in paths.items() if name != "carry only")
         print(f"{kind} B={B} T={T} I={I} H={H}: every path's largest relative gradient "
               f"difference from jax.grad {errors[kind]:.1e}", flush=True)
         for name, fn in paths.items():

@@ -24,7 +24,11 @@ from gatedrnn import cells
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
-from benchmarks.timing import interleaved  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    compiled_with,
+    interleaved,
+    largest_relative_difference,
+)
 
 KINDS = ["lstm", "gru", "min_gru", "min_lstm"]
 
@@ -36,17 +40,15 @@ def programs(cell, params, xs) -> dict:
     def forward(p, xs):
         return gr.unroll(cell, p, xs)[1]
 
+    def loss(p, xs):
+        return jnp.sum(forward(p, xs) ** 2)
+
     out = {"forward": {}, "forward+backward": {}}
-    saved = cells.ONE_FEATURE_DOT
-    try:
-        for rule, backends in (("off", ()), ("on", (jax.default_backend(),))):
-            cells.ONE_FEATURE_DOT = backends
-            out["forward"][rule] = jax.jit(lambda p, xs: forward(p, xs)).lower(
-                params, xs).compile()
-            out["forward+backward"][rule] = jax.jit(jax.grad(
-                lambda p, xs: jnp.sum(forward(p, xs) ** 2))).lower(params, xs).compile()
-    finally:
-        cells.ONE_FEATURE_DOT = saved
+    for rule, backends in (("off", ()), ("on", (jax.default_backend(),))):
+        for name, fn in (("forward", lambda *a: forward(*a)),
+                         ("forward+backward", jax.grad(lambda *a: loss(*a)))):
+            out[name][rule] = compiled_with(jax.jit(fn), (params, xs), cells, "ONE_FEATURE_DOT",
+                                            backends)
     return out
 
 
@@ -68,8 +70,7 @@ def main(argv=None) -> dict:
         params = cell.init(jax.random.key(0), I)
         compiled = programs(cell, params, xs)
         grads = [compiled["forward+backward"][rule](params, xs) for rule in ("off", "on")]
-        difference = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
-                         for a, b in zip(*map(jax.tree.leaves, grads)))
+        difference = largest_relative_difference(*grads)
         times = interleaved({(name, rule): (lambda f=f: jax.block_until_ready(f(params, xs)))
                              for name, by_rule in compiled.items()
                              for rule, f in by_rule.items()}, args.repeats)

@@ -1,4 +1,6 @@
-"""Timing and counting helpers shared by the benchmarks and ``experiments/cost.py``.
+"""Timing and counting helpers shared by the benchmarks and ``experiments/cost.py``, and two
+for comparing programs: one compiled with a module's rule changed, and the largest relative
+difference of two results.
 
 Times are medians of repetitions interleaved across the compared functions (so a slow
 period of the machine hits all of them alike), after one call that compiles and warms up;
@@ -10,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +35,27 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
     return {name: {"median": statistics.median(t), "times": t} for name, t in times.items()}
+
+
+def compiled_with(fn, args: tuple, module: Any, name: str, value: Any):
+    """``fn`` (a ``jax.jit``-ed function) lowered and compiled for ``args`` with
+    ``module.name`` set to ``value`` while it is traced, then restored: gatedrnn's rules
+    (``TRANSPOSED_COPY_ROWS``, ``ONE_FEATURE_DOT``, ...) are read when a call is traced, so the
+    change holds for this program alone. ``fn`` must not have been traced before (JAX keeps
+    one trace per function)."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        return fn.lower(*args).compile()
+    finally:
+        setattr(module, name, saved)
+
+
+def largest_relative_difference(reference, other) -> float:
+    """The largest over leaves of ``max|reference - other| / max|reference|``, for two pytrees
+    of arrays of the same structure (e.g. two programs' gradients)."""
+    return max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+               for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(other), strict=True))
 
 
 def flops(fn: Callable, *args) -> float:
