@@ -34,6 +34,10 @@ values, Lyapunov exponents, gate saturation over time), ``gradient_norms.png``,
 
 from __future__ import annotations
 
+import datetime
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -49,12 +53,20 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 # "min_gru_x2": two stacked minGRU layers, Feng et al.'s remedy for gates that see only x_t
 ALL_CELLS = ["rnn", "gru", "lstm", "min_gru", "min_gru_x2", "min_lstm", "lru"]
 SIZES = {
-    "quick": dict(seq_len=6, hidden=4, seeds=2, steps=20, diag_batch=3),
+    "quick": dict(seq_len=6, hidden=4, seeds=2, steps=20, diag_batch=3,
+                  learning_rates=[1e-3, 1e-2]),
     "cpu": dict(seq_len=100, hidden=64, seeds=5, steps=1000, batch_size=64,
-                learning_rate=1e-3, clip_norm=1.0, lstm_forget_bias=1.0, cells=ALL_CELLS,
-                diag_batch=8, seed=0),
+                learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0, lstm_forget_bias=1.0,
+                cells=ALL_CELLS, diag_batch=8, seed=0),
     "paper": dict(seq_len=200, hidden=128, seeds=10, steps=10000, diag_batch=64),
 }
+OBJECTIVE = common.Objective("loss", log=True, tolerance=0.1)  # as adding_problem's
+# the per-cell rates of `python experiments/gradient_flow.py --tune` (all of the grid, every
+# cell), so the main job trains each cell at its rate alone; a run whose settings differ from
+# the record's tunes on the grid itself
+RECORD = Path(__file__).parent / "tuned" / "gradient_flow.json"
+RECORD_KEYS = ("seq_len", "hidden", "seeds", "steps", "batch_size", "learning_rates",
+               "clip_norm", "lstm_forget_bias", "seed")
 
 
 def make_cell(name: str, s: dict):
@@ -68,8 +80,33 @@ def make_cell(name: str, s: dict):
 def train_config(name: str, s: dict) -> gr.train.Config:
     return gr.train.Config(
         cell=make_cell(name, s), task=gr.tasks.adding(s["seq_len"]), steps=s["steps"],
-        batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-        clip_norm=s["clip_norm"], gradient_flow=True)
+        batch_size=s["batch_size"], clip_norm=s["clip_norm"], gradient_flow=True)
+
+
+def recorded(s: dict) -> dict | None:
+    """The recorded tuning's cells, when it was made with these settings."""
+    if not RECORD.is_file():
+        return None
+    record = json.loads(RECORD.read_text())
+    if record["settings"] != {k: s[k] for k in RECORD_KEYS}:
+        return None
+    source = f"experiments/tuned/{RECORD.name}"
+    return {name: {**cell, "source": source} for name, cell in record["cells"].items()}
+
+
+def write_record(run: common.Run) -> None:
+    """Writes the rates this run chose on the whole grid to :data:`RECORD`."""
+    s = run.settings
+    cells = {name: {k: v for k, v in common.tuning_record(t).items()
+                    if k not in ("curves", "test", "steps", "source")}
+             for name, t in zip(s["cells"], run.tuning[f"T={s['seq_len']}"].values())}
+    RECORD.parent.mkdir(exist_ok=True)
+    common.write_json(RECORD, {
+        "command": "python experiments/gradient_flow.py --tune",
+        "date": datetime.date.today().isoformat(), "environment": common.environment(),
+        "minutes": round(run.minutes(), 1), "settings": {k: s[k] for k in RECORD_KEYS},
+        "cells": cells})
+    print(f"[gradient_flow] wrote {RECORD}", flush=True)
 
 
 def decay(log10_by_step) -> np.ndarray:
@@ -93,25 +130,29 @@ def inspector(cell, xs):
     return jax.jit(jax.vmap(one))
 
 
-def run_cell(run: common.Run, name: str, xs) -> dict:
+def run_cell(run: common.Run, name: str, xs, record: dict | None) -> dict:
     s = run.settings
     config = train_config(name, s)
-    result = run.sweep(name, config)
+    tuned = run.tune(f"T={s['seq_len']}", name, config, OBJECTIVE,
+                     record=None if record is None else record[name])
+    result, at = tuned.result, tuned.at
     # the keys gr.sweep gives its seeds (a split of the sweep key), to rebuild initial params
     keys = jax.random.split(jax.random.key(s["seed"]), s["seeds"])
     trainer = gr.train.make_trainer(config)
     initial = jax.vmap(lambda k: trainer.init(k)[0].params["rnn"])(keys)
-    trained = jax.tree.map(lambda v: v[0], result.params["rnn"])
+    trained = tuned.params()["rnn"]
     inspect = inspector(config.cell, xs)
-    mse = common.final(result, "loss")[0]
+    mse = tuned.test["loss"]
     return {
+        "tuned": tuned,
         "num_params": gr.num_params(jax.tree.map(lambda v: v[0], initial)),
-        "steps": np.asarray(result.metrics["step"][0, 0]).tolist(),
-        "test_mse": result.metrics["loss"][0],
+        "rate": tuned.rate,
+        "steps": np.asarray(tuned.steps).tolist(),
+        "validation_mse": tuned.curves,
         "final_test_mse": mse,
         "solved": mse < 0.1 * config.task.baselines["constant"],
-        "grad_log10_init": result.initial["grad_flow_log10"][0],
-        "grad_log10_trained": result.metrics["grad_flow_log10"][0, :, -1],
+        "grad_log10_init": result.initial["grad_flow_log10"][at],
+        "grad_log10_trained": result.metrics["grad_flow_log10"][at, :, -1],
         # one program for both: the initial and trained params have the same shapes
         **{when: jax.device_get(inspect(p)) for when, p in (("init", initial),
                                                              ("trained", trained))},
@@ -132,9 +173,11 @@ def figures(run: common.Run, r: dict) -> None:
     common.savefig(fig, out / "gradient_norms.png")
 
     fig = gr.plots.learning_curves(
-        next(iter(r.values()))["steps"], {n: v["test_mse"] for n, v in names.items()},
+        next(iter(r.values()))["steps"],
+        {f"{n} (lr {v['rate']:g})": v["validation_mse"] for n, v in names.items()},
         baselines={"predict 1 (MSE 1/6)": 1 / 6, "solved (MSE < 1/60)": 1 / 60},
-        ylabel="test MSE", title=f"Adding problem, T={s['seq_len']}: learning curves")
+        ylabel="validation MSE",
+        title=f"Adding problem, T={s['seq_len']}: learning curves at each cell's tuned rate")
     common.savefig(fig, out / "learning_curves.png")
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
@@ -171,7 +214,8 @@ def claims(run: common.Run, r: dict) -> None:
             claim="a tanh RNN's gradient vanishes exponentially with the lag",
             measure=f"decades of ||dL/dh_t|| lost over {T - 1} steps at initialisation",
             value=common.fmt(lost["rnn"]), verdict=common.verdict_above(lost["rnn"], 3.0),
-            note="more than 3 decades counts as vanished", figure="gradient_norms.png")
+            note="more than 3 decades counts as vanished", figure="gradient_norms.png",
+            cells=())
     if "rnn" in r and "lstm" in r:
         gap = common.interval(decay(r["rnn"]["grad_log10_init"])
                               - decay(r["lstm"]["grad_log10_init"]))
@@ -181,7 +225,8 @@ def claims(run: common.Run, r: dict) -> None:
                   "tanh RNN's state",
             measure="decades lost at init, tanh RNN minus LSTM (same seed)",
             value=common.fmt(gap), verdict=common.verdict_above(gap, 0.0),
-            note=f"LSTM loses {common.fmt(lost['lstm'])} decades", figure="gradient_norms.png")
+            note=f"LSTM loses {common.fmt(lost['lstm'])} decades", figure="gradient_norms.png",
+            cells=())
     solved = {n: common.rate_interval(v["solved"]) for n, v in r.items()}
     if "gru" in r:
         gru_lost, gru_solved = lost["gru"], solved["gru"]
@@ -194,7 +239,8 @@ def claims(run: common.Run, r: dict) -> None:
             measure=f"GRU decades lost at init; GRU seeds solving T={T} (MSE < 1/60)",
             value=f"{common.fmt(gru_lost)}; {common.fmt(gru_solved)}",
             verdict="agrees" if holds else "differs" if fails else "inconclusive",
-            note="decades > 3 and a solved rate above one half", figure="learning_curves.png")
+            note="decades > 3 and a solved rate above one half", figure="learning_curves.png",
+            cells=[r["gru"]["tuned"]])
     notes = {"min_gru_x2": "the second layer's gates see the first layer's state, so it can "
                            "tell the markers apart (Feng et al.: stacking matters)"}
     for name in ("min_gru", "min_lstm", "min_gru_x2"):
@@ -206,27 +252,28 @@ def claims(run: common.Run, r: dict) -> None:
                 measure=f"seeds solving adding T={T}", value=common.fmt(solved[name]),
                 verdict=common.verdict_above(solved[name], 0.5),
                 note=notes.get(name, "one layer cannot: its gates see only x_t, so both "
-                                     "markers look alike and the second overwrites the "
-                                     "first; Feng et al. stack layers"),
-                figure="learning_curves.png")
+                                     "markers look alike and the second overwrites the first"),
+                figure="learning_curves.png", cells=[r[name]["tuned"]],
+                setting=None if name.endswith("_x2") else "one layer, where Feng et al. stack "
+                                                           "layers")
 
 
 def report(run: common.Run, r: dict) -> list[str]:
     s = run.settings
     lines = [
         f"Adding problem T={s['seq_len']}, hidden {s['hidden']}, {s['seeds']} seeds, "
-        f"{s['steps']} Adam steps (lr {s['learning_rate']}, clip {s['clip_norm']}, batch "
-        f"{s['batch_size']}); LSTM forget bias {s['lstm_forget_bias']}, GRU biases 0, tanh "
+        f"{s['steps']} Adam steps (each cell at its tuned rate, below; clip {s['clip_norm']}, "
+        f"batch {s['batch_size']}); LSTM forget bias {s['lstm_forget_bias']}, GRU biases 0, tanh "
         "RNN orthogonal recurrent init. Gradient norms are `log10 ||dL/d carry_t||` on the "
         "fixed evaluation batch (512), from renormalised products (finite at any lag).",
         "",
-        "| cell | params | final test MSE | solved (MSE < 1/60) | decades lost at init | "
-        "after training | top Lyapunov exponent, trained |",
-        "|---|---|---|---|---|---|---|",
+        "| cell | params | learning rate | final test MSE | solved (MSE < 1/60) | decades lost "
+        "at init | after training | top Lyapunov exponent, trained |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in r.items():
         lines.append(
-            f"| {common.label(name)} | {v['num_params']} | "
+            f"| {common.label(name)} | {v['num_params']} | {v['rate']:g} | "
             f"{common.fmt(common.interval(v['final_test_mse']))} | "
             f"{common.fmt(common.rate_interval(v['solved']))} | "
             f"{common.fmt(common.interval(decay(v['grad_log10_init'])), 2)} | "
@@ -258,16 +305,27 @@ def report(run: common.Run, r: dict) -> list[str]:
 
 def main(argv=None) -> dict:
     run = common.start("gradient_flow", __doc__, SIZES, argv,
-                       cells=[*common.CELLS, *(f"{c}_x2" for c in common.CELLS)])
+                       cells=[*common.CELLS, *(f"{c}_x2" for c in common.CELLS)],
+                       switches={"tune": f"tune every cell on the whole learning-rate grid "
+                                         f"and write the rates to experiments/tuned/"
+                                         f"{RECORD.name} (about 4x the default's time)"})
     s = run.settings
+    record = None if run.switches["tune"] else recorded(s)
+    if record is not None and not set(s["cells"]) <= set(record):
+        record = None
     task = gr.tasks.adding(s["seq_len"])
     xs, _ = task.sample(jax.random.key(s["seed"] + 1), s["diag_batch"])
-    results = {name: run_cell(run, name, xs) for name in s["cells"]}
-    run.results = results
+    results = {name: run_cell(run, name, xs, record) for name in s["cells"]}
+    if run.switches["tune"]:
+        write_record(run)
+    run.results = {n: {k: v for k, v in e.items() if k != "tuned"} for n, e in results.items()}
     figures(run, results)
     claims(run, results)
+    where = (f"each cell trained at the rate of the recorded tuning `experiments/tuned/"
+             f"{RECORD.name}` (`python experiments/gradient_flow.py --tune`)" if record else
+             "each cell tuned on the whole grid in this run")
     return run.finish(f"Gradient flow on the adding problem (T={s['seq_len']})",
-                      report(run, results))
+                      [f"Learning rates: {where}.", ""] + report(run, results))
 
 
 if __name__ == "__main__":

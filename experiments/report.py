@@ -6,7 +6,8 @@ Command:
     python experiments/report.py --results-dir R --out docs/results.md
 
 One row per claim (the paper's statement, what we measured, our mean with its 95% interval
-over seeds, agrees / differs / inconclusive, and a note), then each experiment's figures,
+over seeds, agrees / differs / inconclusive, the learning rate chosen for each cell, whether
+each converged, the scale and device, and a note), then each experiment's figures,
 copied next to the report (``docs/figures/<experiment>/``) so the page renders on GitHub.
 An experiment without results is listed with the command that makes them; nothing is
 invented for it.
@@ -26,22 +27,38 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 EXPERIMENTS = ("gradient_flow", "adding_problem", "copy_task", "counting", "init_ablation",
-               "sensitivity", "cost", "digits", "char_lm")
+               "sensitivity", "cost", "digits", "char_lm", "state_tracking")
 
 
-def build(results_dir: Path, out: Path) -> str:
+def _claims(payload: dict) -> list[dict]:
+    """The payload's claims as the report shows them: rows recorded before the protocol
+    settled by :func:`common.settle`, with the run's scale and device where a row lacks
+    them."""
+    env = payload["environment"]
+    device = env.get("device") or env["machine"].split()[1]
+    return [{"scale": f"{payload['scale']}, {device}", **common.settle(c)}
+            for c in payload["claims"]]
+
+
+def _count(claims: list[dict]) -> str:
+    counts = {v: sum(c["verdict"] == v for c in claims)
+              for v in ("agrees", "differs", "inconclusive")}
+    return (f"{counts['agrees']} agree, {counts['differs']} differ, "
+            f"{counts['inconclusive']} inconclusive")
+
+
+def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
     """Writes the report to ``out`` and returns its text."""
     figures = out.parent / "figures"
     found, missing = {}, []
-    for name in EXPERIMENTS:
+    for name in experiments:
         path = results_dir / name / "results.json"
         if path.is_file():
             found[name] = json.loads(path.read_text())
         else:
             missing.append(name)
-    claims = [c for payload in found.values() for c in payload["claims"]]
-    counts = {v: sum(c["verdict"] == v for c in claims)
-              for v in ("agrees", "differs", "inconclusive")}
+    claims = [c for payload in found.values() for c in _claims(payload)]
+    in_setting = [c for c in claims if c.get("paper_setting", True)]
     lines = [
         "# Results: the claims of the literature, checked",
         "",
@@ -49,11 +66,19 @@ def build(results_dir: Path, out: Path) -> str:
         "`results/<name>/results.json`; do not edit by hand. Each row is one claim: the "
         "source's statement, what we measured, our mean with a 95% interval over seeds (t "
         "interval; Wilson for proportions), and whether our numbers agree with it, differ, "
-        "or cannot tell at this size. Sizes are the CPU defaults of each script unless the "
-        "section says otherwise; `--scale paper` reruns at the papers' sizes.",
+        "or cannot tell at this size. Every comparison follows one protocol "
+        "(`experiments/common.py`): each cell at its own learning rate, chosen on a "
+        "validation split that is not the test data (the rate per cell is in the row); a "
+        "convergence check on the validation curve; and a verdict that rests on a cell "
+        "failing (\"differs\", or \"agrees\" with a claim that a cell fails) only when every "
+        "cell was tuned and converged over at least 5 seeds. A row recorded at one learning "
+        "rate, before the protocol, says so and cannot carry such a verdict. A row whose "
+        "setting departs from the paper's in a way that matters says so, and is not counted "
+        "as a test of the paper. The scale column names the size (the CPU defaults of each "
+        "script; `--scale paper` reruns at the papers' sizes) and the device.",
         "",
-        f"{len(claims)} claims: {counts['agrees']} agree, {counts['differs']} differ, "
-        f"{counts['inconclusive']} inconclusive.",
+        f"{len(claims)} claims: {_count(claims)}; {len(in_setting)} tested in the paper's "
+        f"setting ({_count(in_setting)}).",
         "",
         *common.claims_table(claims, link=True),
         "",

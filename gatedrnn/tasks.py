@@ -35,6 +35,9 @@ class Task(NamedTuple):
         solved: ``solved(metrics) -> bool`` array: the task's success criterion.
         test: ``None`` for synthetic tasks (evaluate on a fresh sample), or a fixed held-out
             ``(xs, targets)`` that training evaluates on.
+        validation: ``None``, or a fixed held-out ``(xs, targets)`` apart from ``test`` and
+            the training data, for choosing hyperparameters (``task._replace(test=
+            task.validation)`` trains while evaluating on it).
     """
 
     name: str
@@ -48,6 +51,7 @@ class Task(NamedTuple):
     baselines: Mapping[str, float]
     solved: Callable
     test: Any = None
+    validation: Any = None
 
 
 def adding(seq_len: int, *, variant: str = "arjovsky") -> Task:
@@ -174,7 +178,7 @@ def copy(seq_len: int, *, selective: bool = False) -> Task:
 
 
 def digits(permuted: bool = False, pad: int = 0, *, test_fraction: float = 0.2,
-           key: Any = None) -> Task:
+           validation_fraction: float = 0.1, key: Any = None) -> Task:
     """Sequential (or permuted) digits: classify scikit-learn's bundled 8x8 digit images.
 
     The offline stand-in for pixel MNIST (Le et al. 2015; Arjovsky et al. 2016): each of the
@@ -186,9 +190,10 @@ def digits(permuted: bool = False, pad: int = 0, *, test_fraction: float = 0.2,
 
     The split is deterministic: ``key`` (default ``jax.random.key(0)``) fixes one shuffle of
     the images and the permutation; the first ``test_fraction`` of the shuffle is the test set
-    (``Task.test``), training batches are drawn uniformly from the rest. Metrics: ``"loss"``,
-    ``"accuracy"``; baselines: chance (``"chance_accuracy"`` 0.1, ``"chance_loss"`` log 10).
-    ``solved`` when the accuracy exceeds 0.9.
+    (``Task.test``), the next ``validation_fraction`` the validation set
+    (``Task.validation``), and training batches are drawn uniformly from the rest. Metrics:
+    ``"loss"``, ``"accuracy"``; baselines: chance (``"chance_accuracy"`` 0.1,
+    ``"chance_loss"`` log 10). ``solved`` when the accuracy exceeds 0.9.
     """
     try:
         from sklearn.datasets import load_digits
@@ -198,6 +203,9 @@ def digits(permuted: bool = False, pad: int = 0, *, test_fraction: float = 0.2,
     _check_int(pad, "pad", 0)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    if not 0.0 < validation_fraction < 1.0 - test_fraction:
+        raise ValueError(f"validation_fraction must be in (0, 1 - test_fraction = "
+                         f"{1 - test_fraction:g}); got {validation_fraction!r}")
     images, labels = load_digits(return_X_y=True)
     k_split, k_perm = jax.random.split(jax.random.key(0) if key is None else key)
     order = np.asarray(jax.random.permutation(k_split, len(labels)))
@@ -206,9 +214,13 @@ def digits(permuted: bool = False, pad: int = 0, *, test_fraction: float = 0.2,
         pixels = pixels[:, np.asarray(jax.random.permutation(k_perm, 64))]
     xs = np.concatenate([pixels, np.zeros((len(labels), pad), np.float32)], axis=1)[..., None]
     n_test = int(round(test_fraction * len(labels)))
-    test = (jnp.asarray(xs[order[:n_test]]), jnp.asarray(labels[order[:n_test]], jnp.int32))
-    train_xs = jnp.asarray(xs[order[n_test:]])
-    train_ys = jnp.asarray(labels[order[n_test:]], jnp.int32)
+    n_val = n_test + int(round(validation_fraction * len(labels)))
+
+    def part(idx):
+        return jnp.asarray(xs[idx]), jnp.asarray(labels[idx], jnp.int32)
+
+    test, validation = part(order[:n_test]), part(order[n_test:n_val])
+    train_xs, train_ys = part(order[n_val:])
 
     def sample(key, batch_size):
         idx = jax.random.randint(key, (batch_size,), 0, train_xs.shape[0])
@@ -220,7 +232,7 @@ def digits(permuted: bool = False, pad: int = 0, *, test_fraction: float = 0.2,
     name = f"{'permuted_' if permuted else ''}digits(pad={pad})"
     return Task(name, sample, _cross_entropy, metrics, 1, 10, 64 + pad, "last",
                 {"chance_accuracy": 0.1, "chance_loss": math.log(10)},
-                lambda m: m["accuracy"] > 0.9, test)
+                lambda m: m["accuracy"] > 0.9, test, validation)
 
 
 def _counting_sequences(ns, letters: int, length: int):
@@ -306,6 +318,57 @@ def counting_accepts(logits_fn: Callable, ns, *, letters: int = 2, threshold: fl
     return jnp.all(likely & exclusive, axis=1)
 
 
+def modular_sum(max_len: int = 40, *, min_len: int = 1, modulus: int = 5,
+                signed: bool = False) -> Task:
+    """State tracking: the sum of a token string modulo ``modulus``, read at its last token.
+
+    The "modular arithmetic" task of Delétang et al. 2023 in the form of a running sum: a
+    string of ``L`` tokens, ``L`` uniform in ``[min_len, max_len]``, each a digit ``d`` in
+    ``[0, modulus)`` (with ``signed=True`` also ``-d``: tokens ``modulus + d``, so the
+    string mixes additions and subtractions); the target is ``sum_t s_t d_t mod modulus``
+    (``s_t`` the token's sign). Inputs are one-hot ``[B, max_len, V]`` (``V = modulus``, or
+    ``2 * modulus`` signed) padded with zero vectors past ``L``; ``sample`` returns
+    ``(xs, targets [B], lengths [B])``, so the model reads its prediction at step ``L - 1``
+    (readout ``"last"``). Loss: cross-entropy; metric ``"accuracy"``; baseline
+    ``"chance"`` ``1 / modulus``; ``solved`` when the accuracy is at least 0.99. A model is
+    tested beyond its training lengths with another instance's ``sample``
+    (``modular_sum(256, min_len=41)``). The running state is an element of the cyclic group
+    ``Z_modulus``; :func:`parity` is the case ``modulus=2``.
+    """
+    _check_int(min_len, "min_len", 1)
+    _check_int(max_len, "max_len", min_len)
+    _check_int(modulus, "modulus", 2)
+    vocab = 2 * modulus if signed else modulus
+
+    def sample(key, batch_size):
+        k_len, k_tok = jax.random.split(key)
+        lengths = jax.random.randint(k_len, (batch_size,), min_len, max_len + 1)
+        tokens = jax.random.randint(k_tok, (batch_size, max_len), 0, vocab)
+        valid = jnp.arange(max_len) < lengths[:, None]
+        digit = tokens % modulus
+        value = jnp.where(tokens >= modulus, -digit, digit)
+        targets = jnp.sum(jnp.where(valid, value, 0), axis=1) % modulus
+        xs = jax.nn.one_hot(tokens, vocab) * valid[..., None]
+        return xs, targets, lengths
+
+    def metrics(logits, targets):
+        return {"loss": _cross_entropy(logits, targets), "accuracy": _accuracy(logits, targets)}
+
+    name = "parity" if modulus == 2 and not signed else (
+        f"modular_sum(mod {modulus}{', signed' if signed else ''})")
+    return Task(f"{name}(L={min_len}..{max_len})", sample, _cross_entropy, metrics, vocab,
+                modulus, max_len, "last", {"chance": 1.0 / modulus},
+                lambda m: m["accuracy"] >= 0.99)
+
+
+def parity(max_len: int = 40, *, min_len: int = 1) -> Task:
+    """State tracking: the parity of a bit string (Delétang et al. 2023; Grazzi et al. 2024),
+    read at its last bit: :func:`modular_sum` with ``modulus=2``. Inputs one-hot bits
+    ``[B, max_len, 2]``, targets ``[B]`` in ``{0, 1}``, lengths ``[B]`` uniform in
+    ``[min_len, max_len]``."""
+    return modular_sum(max_len, min_len=min_len, modulus=2)
+
+
 _DEFAULT_CORPUS = ("argparse.py", "dataclasses.py", "functools.py", "fractions.py", "heapq.py",
                    "random.py", "string.py", "textwrap.py")
 
@@ -320,7 +383,8 @@ def _default_corpus() -> str:
 
 
 def char_lm(path: str | os.PathLike | None = None, seq_len: int = 100, *,
-            test_fraction: float = 0.1, max_test_windows: int = 512) -> Task:
+            split: str = "blocks", block_size: int = 4096, test_fraction: float = 0.1,
+            max_test_windows: int = 512) -> Task:
     """Character-level language modelling on a text file; metric bits per character.
 
     ``path=None`` reads a corpus every Python installation has offline: eight modules of the
@@ -330,16 +394,32 @@ def char_lm(path: str | os.PathLike | None = None, seq_len: int = 100, *,
     set of the text's characters (V of them); inputs are one-hot ``[B, T, V]``, targets the
     next character at every step (readout ``"all"``), loss the mean cross-entropy in nats.
 
-    The last ``test_fraction`` of the text is held out; ``Task.test`` is up to
-    ``max_test_windows`` non-overlapping windows from it. Training windows start anywhere in
-    the rest. Metrics: ``"loss"``, ``"bits_per_char"``; baselines in bits per character:
-    ``"uniform"`` (log2 V) and ``"unigram"`` (the entropy of the training text's character
-    frequencies). ``solved`` when a model beats the unigram baseline on the test text.
+    Held-out text, a ``test_fraction`` each for ``Task.test`` and ``Task.validation``:
+
+    * ``split="blocks"`` (default): the text is cut into blocks of ``block_size``
+      characters; with ``k = round(1 / test_fraction)``, block ``i`` is test text when
+      ``i % k == k - 1`` and validation text when ``i % k == k // 2 - 1``, so both are spread
+      over the whole corpus and are of the same kind as the training text (each module of
+      the default corpus is in all three);
+    * ``split="tail"``: the last ``test_fraction`` of the text is test text and the
+      ``test_fraction`` before it validation text (text that follows the training text, as
+      a forecast would see it).
+
+    ``test`` and ``validation`` are up to ``max_test_windows`` non-overlapping windows each,
+    inside held-out text and spread evenly over it. Training windows lie wholly inside
+    training text. Metrics: ``"loss"``, ``"bits_per_char"``; baselines in bits per
+    character: ``"uniform"`` (log2 V) and ``"unigram"`` (the entropy of the training text's
+    character frequencies). ``solved`` when a model beats the unigram baseline.
     """
     _check_int(seq_len, "seq_len", 1)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    if not 0.0 < test_fraction < 0.5:
+        raise ValueError(f"test_fraction must be in (0, 0.5) (as much again is held out for "
+                         f"validation); got {test_fraction!r}")
     _check_int(max_test_windows, "max_test_windows", 1)
+    if split not in ("blocks", "tail"):
+        raise ValueError(f"split must be 'blocks' or 'tail'; got {split!r}")
+    if split == "blocks":
+        _check_int(block_size, "block_size", seq_len + 2)
     if path is None:
         text, name = _default_corpus(), "stdlib"
     else:
@@ -352,33 +432,62 @@ def char_lm(path: str | os.PathLike | None = None, seq_len: int = 100, *,
     vocab = sorted(set(text))
     lookup = {c: i for i, c in enumerate(vocab)}
     codes = np.fromiter((lookup[c] for c in text), np.int32, len(text))
-    split = int(len(codes) * (1.0 - test_fraction))
-    train_codes, test_codes = codes[:split], codes[split:]
-    if len(train_codes) <= seq_len + 1 or len(test_codes) <= seq_len + 1:
-        raise ValueError(f"the text ({len(codes)} characters) is too short for seq_len="
-                         f"{seq_len} with test_fraction={test_fraction}")
+    role = _held_out_roles(len(codes), split, block_size, test_fraction)  # 0 train, 1 val, 2 test
     v = len(vocab)
-    windows = min((len(test_codes) - 1) // seq_len, max_test_windows)
-    starts = np.arange(windows) * seq_len
-    test_in = test_codes[starts[:, None] + np.arange(seq_len)]
-    test = (jax.nn.one_hot(test_in, v), jnp.asarray(test_codes[starts[:, None] + 1
-                                                               + np.arange(seq_len)]))
+
+    def windows(which):
+        starts = _window_starts(role == which, seq_len + 1, stride=seq_len + 1)
+        if starts.size == 0:
+            raise ValueError(f"the text ({len(codes)} characters) is too short for seq_len="
+                             f"{seq_len} with split={split!r}, block_size={block_size} and "
+                             f"test_fraction={test_fraction}: no held-out window fits")
+        starts = starts[np.linspace(0, starts.size - 1, min(starts.size, max_test_windows))
+                        .round().astype(int)]
+        window = codes[starts[:, None] + np.arange(seq_len + 1)]
+        return jax.nn.one_hot(window[:, :-1], v), jnp.asarray(window[:, 1:])
+
+    train = role == 0
+    train_starts = _window_starts(train, seq_len + 1, stride=1)
+    if train_starts.size == 0:
+        raise ValueError(f"the text ({len(codes)} characters) is too short for seq_len="
+                         f"{seq_len}: no training window fits")
+    test, validation = windows(2), windows(1)
+    train_codes = codes[train]
     freq = np.bincount(train_codes, minlength=v) / len(train_codes)
     unigram = float(-np.sum(freq[freq > 0] * np.log2(freq[freq > 0])))
-    train_dev = jnp.asarray(train_codes)
+    codes_dev, starts_dev = jnp.asarray(codes), jnp.asarray(train_starts)
 
     def sample(key, batch_size):
-        start = jax.random.randint(key, (batch_size, 1), 0, len(train_codes) - seq_len)
-        window = train_dev[start + jnp.arange(seq_len + 1)]
+        start = starts_dev[jax.random.randint(key, (batch_size, 1), 0, starts_dev.size)]
+        window = codes_dev[start + jnp.arange(seq_len + 1)]
         return jax.nn.one_hot(window[:, :-1], v), window[:, 1:]
 
     def metrics(logits, targets):
         nats = _cross_entropy(logits, targets)
         return {"loss": nats, "bits_per_char": nats / math.log(2)}
 
-    return Task(f"char_lm({name}, T={seq_len})", sample, _cross_entropy, metrics, v, v, seq_len,
-                "all", {"uniform": math.log2(v), "unigram": unigram},
-                lambda m: m["bits_per_char"] < unigram, test)
+    return Task(f"char_lm({name}, T={seq_len}, {split})", sample, _cross_entropy, metrics, v,
+                v, seq_len, "all", {"uniform": math.log2(v), "unigram": unigram},
+                lambda m: m["bits_per_char"] < unigram, test, validation)
+
+
+def _held_out_roles(n: int, split: str, block_size: int, fraction: float) -> np.ndarray:
+    """``[n]`` each character's part: 0 training, 1 validation, 2 test (see char_lm)."""
+    if split == "tail":
+        cut = int(n * fraction)
+        return np.repeat(np.int8([0, 1, 2]), [n - 2 * cut, cut, cut])
+    k = max(round(1 / fraction), 2)
+    block = (np.arange(n) // block_size) % k
+    return np.where(block == k - 1, 2, np.where(block == k // 2 - 1, 1, 0)).astype(np.int8)
+
+
+def _window_starts(inside: np.ndarray, width: int, stride: int) -> np.ndarray:
+    """Starts of the windows of ``width`` characters lying wholly where ``inside`` is true,
+    every ``stride``-th from the start of each run of true characters."""
+    edges = np.flatnonzero(np.diff(np.r_[0, inside.astype(np.int8), 0]))
+    runs = edges.reshape(-1, 2)  # [start, end) of each run
+    return np.concatenate([np.arange(a, b - width + 1, stride) for a, b in runs]
+                          or [np.zeros(0, int)]).astype(np.int64)
 
 
 _SERIES = {"co2": ("co2", "co2"), "sunspots": ("sunspots", "SUNACTIVITY"),
@@ -461,4 +570,4 @@ def series(name: Any = "co2", seq_len: int = 52, *, test_fraction: float = 0.2) 
 
 
 __all__ = ["Task", "adding", "char_lm", "copy", "counting", "counting_accepts", "digits",
-           "series"]
+           "modular_sum", "parity", "series"]

@@ -271,8 +271,17 @@ def test_skipped_steps_are_counted():
 
 
 def test_task_arguments_and_data_that_would_give_nan_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\); got 1.5"):
-        gr.tasks.char_lm(test_fraction=1.5)
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 0.5\) \(as much again "
+                                         r"is held out for validation\); got 0.6"):
+        gr.tasks.char_lm(test_fraction=0.6)
+    with pytest.raises(ValueError, match="split must be 'blocks' or 'tail'; got 'end'"):
+        gr.tasks.char_lm(split="end")
+    with pytest.raises(ValueError, match="block_size must be an int >= 52; got 40"):
+        gr.tasks.char_lm(seq_len=50, block_size=40)
+    with pytest.raises(ValueError, match="max_len must be an int >= 5; got 3"):
+        gr.tasks.modular_sum(3, min_len=5)
+    with pytest.raises(ValueError, match="modulus must be an int >= 2; got 1"):
+        gr.tasks.modular_sum(10, modulus=1)
     with pytest.raises(ValueError, match="max_test_windows must be"):
         gr.tasks.char_lm(max_test_windows=0)
     binary = tmp_path / "weights.bin"

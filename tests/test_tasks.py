@@ -53,11 +53,16 @@ def test_digits_split_is_deterministic_disjoint_and_permutation_is_fixed():
     # every test image is a digits image with its own label, and none is drawn for training
     rows = {tuple(r): y for r, y in zip((images / 16).astype(np.float32), labels)}
     assert all(rows[tuple(x[:, 0])] == y for x, y in zip(test_xs, test_ys))
+    val_xs, val_ys = (np.asarray(v) for v in a.validation)
+    assert val_xs.shape == (180, 64, 1)
+    assert all(rows[tuple(x[:, 0])] == y for x, y in zip(val_xs, val_ys))
     train_xs, _ = a.sample(jax.random.key(2), 2000)
-    test_set = {tuple(x[:, 0]) for x in test_xs}
-    overlap = sum(tuple(x[:, 0]) in test_set for x in np.asarray(train_xs))
-    duplicates = sum(tuple(x) in test_set for x in (images / 16).astype(np.float32)) - 359
+    held_out = {tuple(x[:, 0]) for x in np.concatenate([test_xs, val_xs])}
+    overlap = sum(tuple(x[:, 0]) in held_out for x in np.asarray(train_xs))
+    duplicates = sum(tuple(x) in held_out for x in (images / 16).astype(np.float32)) - 539
     assert overlap <= duplicates * 10  # only images that occur twice in the data set
+    assert len({tuple(x[:, 0]) for x in test_xs} & {tuple(x[:, 0]) for x in val_xs}) \
+        <= duplicates
     permuted = gr.tasks.digits(permuted=True, pad=5)
     p_xs, p_ys = (np.asarray(v) for v in permuted.test)
     np.testing.assert_array_equal(p_ys, test_ys)
@@ -125,27 +130,82 @@ def test_char_lm_windows_vocabulary_baselines_and_default_corpus(tmp_path):
     text = "abracadabra, the cat sat on the mat. " * 40
     path = tmp_path / "text.txt"
     path.write_text(text)
-    task = gr.tasks.char_lm(path, seq_len=12, test_fraction=0.25)
+    task = gr.tasks.char_lm(path, seq_len=12, split="tail", test_fraction=0.25)
     vocab = sorted(set(text))
     assert task.input_size == task.output_size == len(vocab)
     xs, targets = task.sample(jax.random.key(0), 16)
     inputs = np.asarray(xs.argmax(-1))
     np.testing.assert_array_equal(inputs[:, 1:], np.asarray(targets)[:, :-1])  # next chars
-    train_text = text[:int(len(text) * 0.75)]
+    cut = int(len(text) * 0.25)
+    train_text = text[:len(text) - 2 * cut]
     for row in inputs:
         assert "".join(vocab[i] for i in row) in train_text
     counts = np.array([train_text.count(c) for c in vocab]) / len(train_text)
     assert task.baselines["unigram"] == pytest.approx(-(counts * np.log2(counts)).sum())
     assert task.baselines["uniform"] == pytest.approx(math.log2(len(vocab)))
-    test_in, test_out = task.test
-    held_out = text[int(len(text) * 0.75):]
-    assert "".join(vocab[i] for i in np.asarray(test_in[0].argmax(-1))) == held_out[:12]
-    assert "".join(vocab[i] for i in np.asarray(test_out[0])) == held_out[1:13]
-    metrics = task.metrics(jnp.zeros((2, 12, len(vocab))), test_out[:2])
+    for (held_in, held_out), part in ((task.test, text[len(text) - cut:]),
+                                      (task.validation, text[len(text) - 2 * cut:-cut])):
+        assert "".join(vocab[i] for i in np.asarray(held_in[0].argmax(-1))) == part[:12]
+        assert "".join(vocab[i] for i in np.asarray(held_out[0])) == part[1:13]
+    metrics = task.metrics(jnp.zeros((2, 12, len(vocab))), task.test[1][:2])
     assert float(metrics["bits_per_char"]) == pytest.approx(math.log2(len(vocab)), rel=1e-6)
     default = gr.tasks.char_lm(seq_len=50)
     assert default.input_size > 60 and default.test[0].shape[1:] == (50, default.input_size)
     assert 3.0 < default.baselines["unigram"] < default.baselines["uniform"]
+
+
+def test_char_lm_blocks_hold_out_test_and_validation_text_spread_over_the_corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    # every character's position is recoverable: a window's text is found at one place only
+    text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 20_000))
+    path = tmp_path / "text.txt"
+    path.write_text(text)
+    block, seq_len = 500, 16
+    task = gr.tasks.char_lm(path, seq_len=seq_len, block_size=block, test_fraction=0.1)
+    vocab = sorted(set(text))
+
+    def decode(onehot):
+        return "".join(vocab[i] for i in np.asarray(onehot.argmax(-1)))
+
+    def blocks_of(windows):
+        found = set()
+        for w in windows:
+            start = text.index(decode(w))
+            assert start // block == (start + seq_len) // block  # inside one block
+            found.add(start // block)
+        return found
+
+    test, validation = blocks_of(task.test[0]), blocks_of(task.validation[0])
+    assert test == {b for b in range(40) if b % 10 == 9}  # every tenth, spread evenly
+    assert validation == {b for b in range(40) if b % 10 == 4}
+    xs, ys = task.sample(jax.random.key(1), 128)
+    for w, y in zip(xs, ys):  # training windows never touch held-out text
+        start = text.index(decode(w) + vocab[int(y[-1])])
+        assert {start // block, (start + seq_len) // block}.isdisjoint(test | validation)
+    train = "".join(text[b * block:(b + 1) * block] for b in range(40)
+                    if b % 10 not in (4, 9))
+    counts = np.array([train.count(c) for c in vocab]) / len(train)
+    assert task.baselines["unigram"] == pytest.approx(-(counts * np.log2(counts)).sum())
+
+
+@pytest.mark.parametrize("modulus, signed", [(2, False), (5, False), (5, True)])
+def test_modular_sum_labels_equal_a_brute_force_sum_of_the_tokens(modulus, signed):
+    task = (gr.tasks.parity(12, min_len=3) if modulus == 2 else
+            gr.tasks.modular_sum(12, min_len=3, modulus=modulus, signed=signed))
+    vocab = 2 * modulus if signed else modulus
+    assert (task.input_size, task.output_size, task.readout) == (vocab, modulus, "last")
+    xs, targets, lengths = task.sample(jax.random.key(modulus + signed), 300)
+    xs, targets, lengths = map(np.asarray, (xs, targets, lengths))
+    assert xs.shape == (300, 12, vocab) and lengths.min() == 3 and lengths.max() == 12
+    for x, target, length in zip(xs, targets, lengths):
+        assert np.all(x[length:] == 0) and np.all(x[:length].sum(-1) == 1)
+        total = 0
+        for token in x[:length].argmax(-1):
+            total += -(token - modulus) if token >= modulus else token
+        assert target == total % modulus
+    assert abs(np.mean(targets == 0) - 1 / modulus) < 0.1
+    chance = task.metrics(jnp.zeros((300, modulus)), targets)
+    assert float(chance["loss"]) == pytest.approx(math.log(modulus), rel=1e-6)
 
 
 def test_series_windows_standardisation_and_baselines():

@@ -1,0 +1,335 @@
+"""State tracking: which recurrences keep a running parity or a sum modulo 5, at lengths far
+beyond the ones they were trained on?
+
+Question: trained on strings of 1 to 40 tokens, which cells still give the right answer at
+41 to 256 tokens? Delétang et al. 2023 (the Chomsky hierarchy benchmark): the tanh RNN and
+the LSTM generalise parity and modular arithmetic far beyond their training lengths (best
+seed 100%). Grazzi et al. 2024: a linear recurrence whose transition values are all
+positive (minGRU's ``1 - z``, minLSTM's ``f'``, a real diagonal in (0, 1)) cannot solve
+parity beyond the training lengths, while the same recurrence with values in (-1, 1) can.
+The GRU is in neither paper; it is measured.
+
+Cells: tanh RNN, LSTM, GRU, minGRU, minLSTM, LRU, and the negative-eigenvalue variants
+``min_gru_neg`` (``h_t = (1 - 2 z_t) h_{t-1} + z_t h~_t``: the transition ``1 - z`` mapped
+from (0, 1) to (-1, 1), Grazzi et al.'s recipe) and ``min_lstm_neg`` (``2 f'_t - 1``),
+each written here with ``gr.make_cell(..., linear=True)`` in a few lines. Each cell's
+learning rate is tuned on validation strings of the training lengths (the protocol of
+``common.py``); the linear cells' test accuracy is measured with ``method="sequential"``
+and ``method="associative"`` both (the two must agree).
+
+Command:
+
+    python experiments/state_tracking.py                     # parity and sum mod 5
+    python experiments/state_tracking.py --scale paper       # to length 500, a GPU
+
+Runtime: about 25 minutes on a 2-core CPU with the defaults (hidden 32, batch 32, 2000 Adam
+steps with clipping 1, 10 seeds x 4 learning rates per cell, eight cells, two tasks).
+
+Expected outcome: the tanh RNN and the LSTM solve parity at every test length in some
+seeds; the positive linear cells stay near chance beyond 40 tokens on parity while their
+(-1, 1) variants generalise; nothing diagonal and real solves the sum mod 5 beyond the
+training lengths (a rotation of order 5 needs complex or non-diagonal transitions). Beside
+the accuracy: the trained linear cells' transition values at each token (do they reach -1
+at the "1" bit?), and the classic cells' gradient norm against the lag on this task.
+
+Writes ``results/state_tracking/``: ``config.json``, ``results.json`` (per task and cell:
+test accuracy per seed and length bucket under each method, transition values per token,
+gradient norms), ``accuracy.png``, ``transitions.png``, ``gradient_norms.png``,
+``tuning.png``, ``report.md``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+import gatedrnn as gr
+
+try:
+    from experiments import common
+except ImportError:  # run as a script: experiments/ is on sys.path
+    import common
+
+
+def _g(v):
+    """minGRU's candidate activation (Feng et al. 2024): ``v + 0.5`` for ``v >= 0``, else
+    ``σ(v)``."""
+    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def _input_gated(hidden_size: int, blocks: int, transition, kind: str):
+    """A cell ``h_t = a_t ⊙ h_{t-1} + b_t`` whose ``(a_t, b_t) = transition(u_t blocks)``
+    come from ``u_t = x_t @ w_x + b`` alone (``w_x [I, blocks*H]`` LeCun normal, ``b``
+    zeros): linear in its state, so ``method="associative"`` may run it."""
+    def init(key, input_size):
+        return {"w_x": jax.nn.initializers.lecun_normal()(key, (input_size, blocks * hidden_size)),
+                "b": jnp.zeros(blocks * hidden_size)}
+
+    def core(params, h_tm1, u_t):
+        a_t, b_t = transition(*jnp.split(u_t, blocks, axis=-1))
+        h_t = a_t * h_tm1 + b_t
+        return h_t, h_t
+
+    return gr.make_cell(init, core, hidden_size=hidden_size, kind=kind, linear=True,
+                        project=lambda p, x: x @ p["w_x"] + p["b"],
+                        input_size=lambda p: p["w_x"].shape[0])
+
+
+def min_gru_neg(hidden_size: int):
+    """minGRU with its transition ``1 - z_t`` mapped to ``1 - 2 z_t`` in (-1, 1) (Grazzi et
+    al. 2024): ``h_t = (1 - 2 z_t) ⊙ h_{t-1} + z_t ⊙ g(h~_t)``."""
+    def transition(k, v):
+        z = jax.nn.sigmoid(k)
+        return 1 - 2 * z, z * _g(v)
+    return _input_gated(hidden_size, 2, transition, "min_gru_neg")
+
+
+def min_lstm_neg(hidden_size: int):
+    """minLSTM with its normalised forget gate ``f'_t`` mapped to ``2 f'_t - 1`` in (-1, 1):
+    ``h_t = (2 f'_t - 1) ⊙ h_{t-1} + i'_t ⊙ g(h~_t)``."""
+    def transition(kf, ki, v):
+        f, i = jax.nn.sigmoid(kf), jax.nn.sigmoid(ki)
+        return 2 * f / (f + i) - 1, i / (f + i) * _g(v)
+    return _input_gated(hidden_size, 3, transition, "min_lstm_neg")
+
+
+CELLS = {**common.CELLS, "min_gru_neg": lambda h: min_gru_neg(h),
+         "min_lstm_neg": lambda h: min_lstm_neg(h)}
+LINEAR = ("min_gru", "min_lstm", "lru", "min_gru_neg", "min_lstm_neg")
+CLASSIC = ("rnn", "lstm", "gru")
+TASKS = {"parity": dict(modulus=2), "mod5": dict(modulus=5)}
+TITLES = {"parity": "parity", "mod5": "sum mod 5"}
+SIZES = {
+    "quick": dict(tasks=["parity"], cells=["lstm", "min_gru", "min_gru_neg"], train_len=6,
+                  test_edges=[7, 9, 12], hidden=4, seeds=2, steps=20, test_batch=16,
+                  learning_rates=[1e-3, 1e-2]),
+    "cpu": dict(tasks=["parity", "mod5"], cells=list(CELLS), train_len=40,
+                test_edges=[41, 64, 128, 256], hidden=32, seeds=10, steps=2000,
+                batch_size=32, learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0,
+                test_batch=256, seed=0),
+    "paper": dict(test_edges=[41, 100, 250, 500], hidden=128, steps=20000, batch_size=128),
+}
+GENERALISES = 0.99  # a seed generalises when its mean test accuracy over the buckets is this
+OBJECTIVE = common.Objective("accuracy", maximize=True, log=False, tolerance=0.01)
+
+
+def test_batches(s: dict, modulus: int) -> list[tuple[tuple[int, int], tuple]]:
+    """One fixed batch per length bucket ``[lo, hi]`` between consecutive ``test_edges``,
+    from a key apart from every training and validation key."""
+    edges, out = s["test_edges"], []
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        lo = lo if b == 0 else lo + 1
+        task = gr.tasks.modular_sum(hi, min_len=lo, modulus=modulus)
+        key = jax.random.fold_in(jax.random.key(s["seed"]), common.TEST_SALT + 1 + b)
+        out.append(((lo, hi), task.sample(key, s["test_batch"])))
+    return out
+
+
+def accuracy_fn(cell, model, method: str):
+    """``(params [S, ...], xs, targets, lengths) -> [S]`` accuracy at each string's last
+    token, the cell unrolled by ``method``."""
+    def one(params, xs, targets, lengths):
+        ys = gr.unroll(cell, params["rnn"], xs, lengths=lengths, method=method)[1]
+        logits = model.head(params, ys, lengths)
+        return jnp.mean(jnp.argmax(logits, -1) == targets)
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+
+
+def transitions(cell, params, vocab: int) -> np.ndarray:
+    """``[S, V, H]``: each trained linear cell's transition ``a`` at each token, read as
+    ``h(1) - h(0)`` from one step from an all-ones and an all-zeros carry (exact for a carry
+    that is elementwise affine in the old one); the real part for the complex LRU."""
+    def one(p):
+        xs = jnp.eye(vocab)
+        ones = jnp.ones((vocab, cell.hidden_size))
+
+        def new(c):
+            return jax.tree.leaves(cell.step(p["rnn"], c, xs)[0])[0]
+        return jnp.real(new(ones) - new(jnp.zeros_like(ones)))
+    return np.asarray(jax.jit(jax.vmap(one))(params))
+
+
+def gradient_flow(cell, model, params, task, s: dict) -> np.ndarray:
+    """``[S, T]``: log10 ``||dL/dh_t||`` of the trained model's loss on full-length training
+    strings, per seed."""
+    full = gr.tasks.modular_sum(s["train_len"], min_len=s["train_len"], **task)
+    xs, targets, lengths = full.sample(
+        jax.random.fold_in(jax.random.key(s["seed"]), common.TEST_SALT), 64)
+
+    def one(p):
+        def loss(ys):
+            return full.loss(model.head(p, ys, lengths), targets)
+        return gr.diagnostics.gradient_norms(cell, p["rnn"], xs, loss, lengths=lengths).log10
+    return np.asarray(jax.jit(jax.vmap(one))(params))
+
+
+def run_task(run: common.Run, task_name: str) -> dict:
+    s, spec = run.settings, TASKS[task_name]
+    task = gr.tasks.modular_sum(s["train_len"], **spec)
+    batches = test_batches(s, spec["modulus"])
+    out = {}
+    for name in s["cells"]:
+        config = gr.train.Config(cell=CELLS[name](s["hidden"]), task=task, steps=s["steps"],
+                                 batch_size=s["batch_size"], clip_norm=s["clip_norm"])
+        tuned = run.tune(TITLES[task_name], name, config, OBJECTIVE)
+        model = gr.train.make_trainer(config).model
+        params = tuned.params()
+        methods = ("sequential", "associative") if name in LINEAR else ("sequential",)
+        accuracy = {m: np.stack([accuracy_fn(config.cell, model, m)(params, *batch)
+                                 for _, batch in batches], axis=1) for m in methods}  # [S, K]
+        entry = {"tuned": tuned, "accuracy": accuracy["sequential"],
+                 "validation_accuracy": tuned.test["accuracy"],
+                 "methods_differ": float(np.max(np.abs(accuracy["associative"]
+                                                       - accuracy["sequential"])))
+                 if "associative" in accuracy else None}
+        if name in LINEAR:
+            entry["transitions"] = transitions(config.cell, params, task.input_size)
+        if name in CLASSIC:
+            entry["grad_log10"] = gradient_flow(config.cell, model, params, spec, s)
+        out[name] = entry
+    return {"buckets": [b for b, _ in batches], "cells": out}
+
+
+def generalising(entry: dict) -> np.ndarray:
+    """``[S]``: whether each seed's mean test accuracy over the buckets reaches GENERALISES."""
+    return entry["accuracy"].mean(axis=1) >= GENERALISES
+
+
+def claims(run: common.Run, results: dict) -> None:
+    for task_name, r in results.items():
+        cells = r["cells"]
+        last = f"{r['buckets'][0][0]}-{r['buckets'][-1][1]}"
+        rows = [(name, True, "Delétang et al. 2023", "") for name in ("rnn", "lstm")]
+        if task_name == "parity":
+            rows += [(name, False, "Grazzi et al. 2024", "all transition values in (0, 1)")
+                     for name in ("min_gru", "min_lstm")]
+            rows += [(name, True, "Grazzi et al. 2024", "transition values in (-1, 1)")
+                     for name in ("min_gru_neg", "min_lstm_neg")]
+        for name, solves, source, why in rows:
+            if name not in cells:
+                continue
+            entry = cells[name]
+            ok = generalising(entry)
+            best = float(entry["accuracy"].mean(axis=1).max())
+            median = float(np.median(entry["accuracy"].mean(axis=1)))
+            rate = common.rate_interval(ok)
+            if solves:
+                verdict = "agrees" if ok.any() else "differs" if best < 0.9 else "inconclusive"
+            else:
+                verdict = "differs" if ok.any() else "agrees" if best < 0.9 else "inconclusive"
+            label = common.label(name)
+            run.claim(
+                f"state-{task_name}-{name}", source=source,
+                claim=f"the {label}{f' ({why})' if why else ''} "
+                      f"{'generalises' if solves else 'cannot generalise'} "
+                      f"{TITLES[task_name]} from lengths <= {run.settings['train_len']} to "
+                      f"{last} (best seed 100%)",
+                measure=f"test accuracy at the last token over lengths {last}, mean of the "
+                        f"buckets: best seed, median; seeds >= {GENERALISES}",
+                value=f"best {best:.3f}, median {median:.3f}; {common.fmt(rate)}",
+                verdict=verdict, note=f"the papers report the best seed; chance "
+                                      f"{1 / TASKS[task_name]['modulus']:.2f}",
+                figure="accuracy.png", cells=[entry["tuned"]], negative=not solves)
+
+
+def figures(run: common.Run, results: dict) -> None:
+    s = run.settings
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5),
+                             layout="constrained", squeeze=False)
+    for ax, (task_name, r) in zip(axes[0], results.items()):
+        mids = [np.sqrt(lo * hi) for lo, hi in r["buckets"]]
+        gr.plots.against(mids, {common.label(n): e["accuracy"] for n, e in r["cells"].items()},
+                         xlabel="test length (bucket's geometric middle)", log_y=False,
+                         log_x=True, ylabel="accuracy at the last token", ax=ax,
+                         baselines={"chance": 1 / TASKS[task_name]["modulus"]},
+                         title=f"{TITLES[task_name]}: trained on lengths <= {s['train_len']}")
+        ax.set_ylim(0, 1.02)
+    common.savefig(fig, run.out / "accuracy.png")
+
+    linear = [(t, n, e) for t, r in results.items() for n, e in r["cells"].items()
+              if "transitions" in e]
+    if linear:
+        fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5),
+                                 layout="constrained", squeeze=False)
+        for ax, task_name in zip(axes[0], results):
+            entries = [(n, e) for t, n, e in linear if t == task_name]
+            for i, (name, e) in enumerate(entries):
+                a = e["transitions"]  # [S, V, H]
+                for token in range(a.shape[1]):
+                    ax.scatter(np.full(a[:, token].size, i + 0.12 * (token - a.shape[1] / 2)),
+                               a[:, token].ravel(), s=4, alpha=0.4,
+                               color=f"C{token}", label=f"token {token}" if i == 0 else None)
+            ax.set_xticks(range(len(entries)), [common.label(n) for n, _ in entries],
+                          rotation=20)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.axhline(-1, color="k", ls=":", lw=0.8)
+            ax.set(ylabel="transition value a (per unit, every seed)",
+                   title=f"{TITLES[task_name]}: trained transitions per token")
+            ax.legend(fontsize=7, ncol=2)
+        common.savefig(fig, run.out / "transitions.png")
+
+    classic = {f"{common.label(n)} ({TITLES[t]})": e["grad_log10"]
+               for t, r in results.items() for n, e in r["cells"].items() if "grad_log10" in e}
+    if classic:
+        fig = gr.plots.gradient_norms(classic, title=f"Trained classic cells: gradient norm "
+                                                     f"against lag, length {s['train_len']}")
+        common.savefig(fig, run.out / "gradient_norms.png")
+
+
+def report(run: common.Run, results: dict) -> list[str]:
+    s = run.settings
+    lines = [f"Trained on strings of 1 to {s['train_len']} tokens (hidden {s['hidden']}, "
+             f"{s['steps']} Adam steps, batch {s['batch_size']}, {s['seeds']} seeds, each cell "
+             f"at its tuned rate), tested on {s['test_batch']} strings per length bucket. A "
+             f"seed generalises when its mean accuracy over the buckets is at least "
+             f"{GENERALISES}.", ""]
+    for task_name, r in results.items():
+        buckets = [f"{lo}-{hi}" for lo, hi in r["buckets"]]
+        lines += [f"**{TITLES[task_name]}**", "",
+                  f"| cell | held-out, lengths <= {s['train_len']} | "
+                  + " | ".join(f"test {b}: median (best)" for b in buckets)
+                  + " | seeds generalising | associative - sequential |",
+                  "|---|---|" + "---|" * len(buckets) + "---|---|"]
+        for name, e in r["cells"].items():
+            acc = e["accuracy"]
+            diff = e["methods_differ"]
+            lines.append(
+                f"| {common.label(name)} | {np.median(e['validation_accuracy']):.3f} | "
+                + " | ".join(f"{np.median(acc[:, k]):.3f} ({acc[:, k].max():.3f})"
+                             for k in range(acc.shape[1]))
+                + f" | {int(generalising(e).sum())}/{acc.shape[0]} | "
+                + ("n/a" if diff is None else f"{diff:.3g}") + " |")
+        lines.append("")
+        ranges = [f"{common.label(n)}: a in [{e['transitions'].min():.2f}, "
+                  f"{e['transitions'].max():.2f}]" for n, e in r["cells"].items()
+                  if "transitions" in e]
+        if ranges:
+            lines += ["Trained transition values (every unit, token and seed): "
+                      + "; ".join(ranges) + ".", ""]
+    lines += ["![accuracy against length](accuracy.png)", "",
+              "![transitions](transitions.png)", "",
+              "A transition value near -1 at the '1' bit flips the sign of a unit's state at "
+              "every 1, which is parity; values in (0, 1) can only decay.", "",
+              "![gradient norms](gradient_norms.png)", ""]
+    return lines
+
+
+def main(argv=None) -> dict:
+    run = common.start("state_tracking", __doc__, SIZES, argv, cells=list(CELLS))
+    unknown = [t for t in run.settings["tasks"] if t not in TASKS]
+    if unknown:
+        raise SystemExit(f"--tasks: unknown {unknown}; choose from {list(TASKS)}")
+    results = {t: run_task(run, t) for t in run.settings["tasks"]}
+    run.results = {t: {"buckets": r["buckets"], "cells": {
+        n: {k: v for k, v in e.items() if k != "tuned"} for n, e in r["cells"].items()}}
+        for t, r in results.items()}
+    figures(run, results)
+    claims(run, results)
+    return run.finish("State tracking: parity and sums modulo 5 beyond the training lengths",
+                      report(run, results))
+
+
+if __name__ == "__main__":
+    main()
