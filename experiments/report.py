@@ -59,6 +59,7 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
             missing.append(name)
     claims = [c for payload in found.values() for c in _claims(payload)]
     in_setting = [c for c in claims if c.get("paper_setting", True)]
+    untuned = [c for c in claims if c["protocol"] == "not applied"]
     lines = [
         "# Results: the claims of the literature, checked",
         "",
@@ -78,7 +79,9 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
         "script; `--scale paper` reruns at the papers' sizes) and the device.",
         "",
         f"{len(claims)} claims: {_count(claims)}; {len(in_setting)} tested in the paper's "
-        f"setting ({_count(in_setting)}).",
+        f"setting ({_count(in_setting)}); {len(untuned)} recorded at one learning rate, "
+        "before the protocol" + (f" ({', '.join(sorted({c['experiment'] for c in untuned}))})"
+                                 if untuned else "") + ".",
         "",
         *common.claims_table(claims, link=True),
         "",

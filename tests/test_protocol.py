@@ -180,4 +180,5 @@ def test_claim_rows_carry_the_rates_convergence_and_scale_and_the_report_counts_
     text = report.build(tmp_path, tmp_path / "docs" / "results.md",
                         experiments=("protocol_test",))
     assert ("3 claims: 1 agree, 1 differ, 1 inconclusive; 2 tested in the paper's setting "
-            "(1 agree, 0 differ, 1 inconclusive)") in text
+            "(1 agree, 0 differ, 1 inconclusive); 0 recorded at one learning rate, before "
+            "the protocol.") in text
