@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
                       value=f"{ratio:.3f} (exact count)",
                       verdict="agrees" if ratio < 1 else "differs",
                       note="3/4 of the weights; the GRU's extra b_hn makes it slightly more",
-                      figure="cost.png")
+                      figure="cost.png", cells=())
             t_gru = np.asarray(per_size[H]["gru"]["times"])
             t_lstm = np.asarray(per_size[H]["lstm"]["times"])
             iv = common.interval(t_lstm / t_gru)
@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
                       verdict=common.verdict_above(iv, 1.0),
                       note=f"{s['repeats']} repetitions; intervals are over repetitions, "
                            "not machines",
-                      figure="cost.png")
+                      figure="cost.png", cells=())
         a, b = (np.asarray(solve[n]["seconds_to_solve"], np.float64) for n in ("lstm", "gru"))
         both = np.isfinite(a) & np.isfinite(b)
         iv = common.interval(np.log10(a[both] / b[both])) if both.sum() >= 2 else \
