@@ -191,7 +191,7 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
 @pytest.mark.parametrize("name, flags", [
     ("adding_problem", ["--cells", "lstm"]),
     ("state_tracking", ["--cells", "rnn", "min_gru_neg", "--test-batch", "8"]),
-    ("char_lm", ["--cells", "gru"]),
+    ("char_lm", ["--cells", "lstm", "gru"]),
 ])
 def test_paper_scale_configurations_build_and_train_a_few_steps(tmp_path, name, flags):
     import importlib
