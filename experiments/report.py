@@ -9,8 +9,13 @@ One row per claim (the paper's statement, what we measured, our mean with its 95
 over seeds, agrees / differs / inconclusive, the learning rate chosen for each cell, whether
 each converged, the scale and device, and a note), then each experiment's figures,
 copied next to the report (``docs/figures/<experiment>/``) so the page renders on GitHub.
-An experiment without results is listed with the command that makes them; nothing is
-invented for it.
+
+``results/`` is not kept in the repository, so each experiment's claims are also recorded
+beside the report (``docs/claims/<experiment>.json``: scale, settings, machine, minutes,
+claims, figures). An experiment with no ``results.json`` this time is reported from its
+record, as its last run left it; so rerunning one experiment and the report changes that
+experiment's rows and no other's. An experiment with neither is listed with the command
+that makes it; nothing is invented for it.
 """
 
 from __future__ import annotations
@@ -47,14 +52,50 @@ def _count(claims: list[dict]) -> str:
             f"{counts['inconclusive']} inconclusive")
 
 
+RECORD_KEYS = ("experiment", "scale", "settings", "environment", "minutes", "sweeps_loaded",
+               "claims")
+
+
+def _figures(payload: dict, results_dir: Path, dest: Path) -> list[str]:
+    """Copies a run's figures to ``dest`` and returns their names: the claims' own figures
+    first, then every other PNG the run wrote."""
+    name = payload["experiment"]
+    shown = []
+    for claim in payload["claims"]:
+        figure = claim.get("figure")
+        if figure and figure not in shown:
+            shown.append(figure)
+    for png in sorted((results_dir / name).glob("*.png")):
+        if png.name not in shown:
+            shown.append(png.name)
+    kept = []
+    for figure in shown:
+        source = results_dir / name / figure
+        if source.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest / figure)
+            kept.append(figure)
+    return kept
+
+
 def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
-    """Writes the report to ``out`` and returns its text."""
-    figures = out.parent / "figures"
-    found, missing = {}, []
+    """Writes the report to ``out`` and returns its text; records each experiment found in
+    ``results_dir`` under ``out``'s folder (``claims/<name>.json``) and reports the others
+    from their records."""
+    figures, records = out.parent / "figures", out.parent / "claims"
+    found, missing, shown, recorded = {}, [], {}, set()
     for name in experiments:
-        path = results_dir / name / "results.json"
+        path, record = results_dir / name / "results.json", records / f"{name}.json"
         if path.is_file():
-            found[name] = json.loads(path.read_text())
+            payload = json.loads(path.read_text())
+            shown[name] = _figures(payload, results_dir, figures / name)
+            found[name] = {k: payload.get(k) for k in RECORD_KEYS}
+            records.mkdir(parents=True, exist_ok=True)
+            common.write_json(record, {**found[name], "figures": shown[name]})
+        elif record.is_file():
+            found[name] = json.loads(record.read_text())
+            shown[name] = [f for f in found[name]["figures"] if (figures / name / f).is_file()]
+            recorded.add(name)
         else:
             missing.append(name)
     claims = [c for payload in found.values() for c in _claims(payload)]
@@ -92,29 +133,19 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
     for name, payload in found.items():
         s = payload["settings"]
         env = payload["environment"]
+        where = (f"recorded in `{os.path.relpath(records / name, out.parent)}.json` by "
+                 "its last run" + (f" ({payload['recovered']})" if "recovered" in payload
+                                   else "") if name in recorded else
+                 f"full report: `results/{name}/report.md`")
         lines += [f"## {name}", "",
                   f"`python experiments/{name}.py`" + ("" if payload["scale"] == "cpu" else
                                                       f" (scale {payload['scale']})")
                   + f": {payload['minutes']:.1f} min on {env['machine']}"
                   f"{common.loaded_note(payload.get('sweeps_loaded', 0))}, gatedrnn "
-                  f"{env['gatedrnn']}, JAX {env['jax']}; {s['seeds']} seeds. Full report: "
-                  f"`results/{name}/report.md`.", ""]
-        dest = figures / name
-        shown = []
-        for claim in payload["claims"]:
-            figure = claim.get("figure")
-            if figure and figure not in shown:
-                shown.append(figure)
-        for png in sorted((results_dir / name).glob("*.png")):
-            if png.name not in shown:
-                shown.append(png.name)
-        for figure in shown:
-            source = results_dir / name / figure
-            if source.is_file():
-                dest.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, dest / figure)
-                rel = os.path.relpath(dest / figure, out.parent)
-                lines += [f"![{name}: {figure}]({rel})", ""]
+                  f"{env['gatedrnn']}, JAX {env['jax']}; {s['seeds']} seeds; {where}.", ""]
+        for figure in shown[name]:
+            rel = os.path.relpath(figures / name / figure, out.parent)
+            lines += [f"![{name}: {figure}]({rel})", ""]
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -65,6 +65,21 @@ def test_the_claims_report_lists_every_claim_with_its_numbers(quick_results, tmp
     assert f"{total} claims" in text
     assert (out.parent / "figures" / "gradient_flow" / "gradient_norms.png").is_file()
 
+    # results/ is not kept: the report rebuilt from its records alone says the same, and
+    # one experiment rerun changes only its own rows
+    table = lambda t: [line for line in t.splitlines() if line.startswith("| [")]  # noqa: E731
+    assert table(report.build(tmp_path / "none", out)) == table(text)
+    only = tmp_path / "one"
+    (only / "cost").mkdir(parents=True)
+    payload = json.loads((quick_results / "cost" / "results.json").read_text())
+    payload["claims"] = payload["claims"][:1]
+    (only / "cost" / "results.json").write_text(json.dumps(payload))
+    rebuilt = report.build(only, out)
+    assert [r for r in table(rebuilt) if "[cost]" not in r] == \
+        [r for r in table(text) if "[cost]" not in r]
+    assert len([r for r in table(rebuilt) if "[cost]" in r]) == 1
+    assert "recorded in `claims/gradient_flow.json`" in rebuilt
+
 
 @pytest.mark.slow
 def test_a_finished_experiment_loads_its_sweeps_instead_of_training_again(quick_results,
