@@ -200,7 +200,8 @@ def protocol_verdict(verdict: str, cells, seeds: int, *, negative: bool = False
     least ``MIN_SEEDS`` seeds; otherwise it becomes "inconclusive". ``cells=None`` marks a
     claim about trained cells outside the protocol (one rate), whose guarded verdict never
     stands; ``cells=()`` a claim with no training in it (a parameter count, the gradient at
-    initialisation), which keeps its verdict."""
+    initialisation) or one about the whole grid of rates (how much the rate matters), which
+    keeps its verdict."""
     if verdict != ("agrees" if negative else "differs"):
         return verdict, ""
     would = "would agree" if negative else "would differ"
@@ -324,13 +325,17 @@ class Run:
 
     def claim(self, claim_id: str, *, source: str, claim: str, measure: str, value: str,
               verdict: str, note: str, figure: str | None = None, cells=None,
-              negative: bool = False, setting: str | None = None) -> None:
+              negative: bool = False, setting: str | None = None,
+              swept: str | None = None) -> None:
         """Records one row of the claims table.
 
         ``verdict`` (agrees, differs, inconclusive) is what the numbers say;
         :func:`protocol_verdict` over ``cells`` (the :class:`Tuned` cells the claim
         compares; ``()`` for a claim with no training in it; ``None`` outside the protocol)
         decides what the row may say; ``negative`` marks a claim that a cell fails.
+        ``swept`` (with ``cells=()``) marks a claim about the learning rate itself, measured
+        over a whole grid of rates rather than at a chosen one (how much the rate matters):
+        the text names the grid and goes in the row's rate column.
         ``setting`` says how the experiment departs from the
         paper's setting, when it does in a way that matters to the claim (one layer where the
         paper stacks): such a row is not counted as a test of the paper.
@@ -347,7 +352,7 @@ class Run:
             value=value, verdict=verdict, note="; ".join(n for n in (note, why) if n),
             figure=figure, scale=f"{self.scale}, {environment()['device']}",
             protocol=("not applied" if cells is None else "applied" if cells else
-                      "no training"),
+                      "swept" if swept else "no training"), swept=swept,
             rates={c.label: c.rate for c in cells or ()},
             converged={c.label: c.converged for c in cells or ()},
             negative=negative, paper_setting=not setting))
@@ -612,6 +617,8 @@ def _protocol_cells(c: dict) -> tuple[str, str]:
     protocol = c.get("protocol", "not applied")
     if protocol == "no training":
         return "no training", "n/a"
+    if protocol == "swept":
+        return f"swept: {c['swept']}", "n/a"
     if protocol != "applied":
         return "one rate, not tuned", "not checked"
     rates = ", ".join(f"{n} {r:g}" for n, r in c["rates"].items())

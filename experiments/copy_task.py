@@ -8,13 +8,23 @@ short lags, the tanh RNN never.
 
 Command:
 
-    python experiments/copy_task.py                        # T = 10, 20, 40
+    python experiments/copy_task.py                        # T = 10, 40
     python experiments/copy_task.py --scale paper          # T = 100, 200, 300, 500
 
-Runtime: about 10 minutes on a 2-core CPU with the defaults (parameter-matched cells: tanh
-RNN 80, LSTM 40, GRU 42, chrono LSTM 40; batch 32, 3000 Adam steps, lr 3e-3, clip 1, 5
-seeds). A first try at T = 25, 50, 100 with 1500 steps at lr 1e-3 left every cell at the
-baseline (recall at chance), so the CPU default uses shorter gaps and a larger budget.
+Runtime: not yet timed through the protocol. The defaults (parameter-matched cells: tanh
+RNN 80, LSTM 40, GRU 42, chrono LSTM 40; batch 32, 3000 Adam steps, clip 1, 5 seeds x 4
+learning rates, 1e-3 to 3e-2, at two gaps) train about 2.7 times what the earlier one-rate
+run at three gaps trained, which took 21 minutes on a 2-core CPU with other experiments
+sharing the cores. A first try at
+T = 25, 50, 100 with 1500 steps at lr 1e-3 left every cell at the baseline (recall at
+chance), so the CPU default uses shorter gaps and a larger budget.
+
+Protocol (``common.py``): each cell and gap at its own learning rate, chosen by the final
+validation cross-entropy on fresh batches; the test batch is one no run draws. A verdict
+that rests on a cell failing stands only when it was tuned and converged. The gaps the CPU
+allows are short: a claim the papers make about gaps of 100 (Arjovsky et al.) or hundreds
+(Tallec & Ollivier) is marked as not tested in their setting when the longest gap here is
+shorter.
 
 Expected outcome: every cell reaches the baseline quickly (it is easy to learn the blanks);
 the LSTM goes below it at T = 10 (recall about one half after 3000 steps); as T grows the
@@ -38,13 +48,15 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 SIZES = {
-    "quick": dict(seq_lens=[3, 5], hidden=[4, 4, 4, 4], seeds=2, steps=20),
-    "cpu": dict(seq_lens=[10, 20, 40], cells=["rnn", "lstm", "gru", "lstm_chrono"],
+    "quick": dict(seq_lens=[3, 5], hidden=[4, 4, 4, 4], seeds=2, steps=20,
+                  learning_rates=[1e-3, 1e-2]),
+    "cpu": dict(seq_lens=[10, 40], cells=["rnn", "lstm", "gru", "lstm_chrono"],
                 hidden=[80, 40, 42, 40], seeds=5, steps=3000, batch_size=32,
-                learning_rate=3e-3, clip_norm=1.0, seed=0),
-    "paper": dict(seq_lens=[100, 200, 300, 500], steps=20000, batch_size=20, seeds=10,
-                  learning_rate=1e-3),
+                learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0, seed=0),
+    "paper": dict(seq_lens=[100, 200, 300, 500], steps=20000, batch_size=20, seeds=10),
 }
+# cross-entropy near the baseline: compared in nats
+OBJECTIVE = common.Objective("loss", log=False, tolerance=0.01)
 
 
 def make_cell(name: str, hidden: int, T: int):
@@ -59,21 +71,18 @@ def main(argv=None) -> dict:
     s = run.settings
     if len(s["hidden"]) != len(s["cells"]):
         raise SystemExit(f"--hidden needs one size per cell ({s['cells']}); got {s['hidden']}")
-    results = {}
+    results, tuned = {}, {}
     for name, hidden in zip(s["cells"], s["hidden"]):
-        results[name] = {}
+        results[name], tuned[name] = {}, {}
         for T in s["seq_lens"]:
             task = gr.tasks.copy(T)
             config = gr.train.Config(
                 cell=make_cell(name, hidden, T), task=task, steps=s["steps"],
-                batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-                clip_norm=s["clip_norm"])
-            result = run.sweep(f"{name}-T{T}", config)
-            last = common.finals(result, task)
-            results[name][T] = {"loss": last["loss"][0], "recall": last["recall_accuracy"][0],
-                                "baseline": task.baselines["memoryless"],
-                                "steps": result.metrics["step"][0, 0],
-                                "curve": result.metrics["loss"][0]}
+                batch_size=s["batch_size"], clip_norm=s["clip_norm"])
+            t = tuned[name][T] = run.tune(f"T={T}", name, config, OBJECTIVE)
+            results[name][T] = {"loss": t.test["loss"], "recall": t.test["recall_accuracy"],
+                                "baseline": task.baselines["memoryless"], "rate": t.rate,
+                                "steps": t.steps, "curve": t.curves}
         results[name]["num_params"] = gr.num_params(
             gr.models.sequence_model(make_cell(name, hidden, 1), 10, readout="all").init(
                 jax.random.key(0), 10))
@@ -87,24 +96,28 @@ def main(argv=None) -> dict:
              for n, r in by_cell.items()},
         xlabel="gap T", ylabel="cross-entropy / memoryless baseline", log_x=True,
         baselines={"memoryless baseline": 1.0},
-        title=f"Copy task: final loss relative to the baseline ({s['steps']} steps)")
+        title=f"Copy task: final test loss relative to the baseline, each cell at its tuned "
+              f"rate ({s['steps']} steps)")
     common.savefig(fig, run.out / "loss_vs_length.png")
     T_max = max(Ts)
     fig = gr.plots.learning_curves(
         by_cell[s["cells"][0]][T_max]["steps"],
-        {common.label(n): r[T_max]["curve"] for n, r in by_cell.items()},
+        {f"{common.label(n)} (lr {r[T_max]['rate']:g})": r[T_max]["curve"]
+         for n, r in by_cell.items()},
         baselines={"memoryless": by_cell[s["cells"][0]][T_max]["baseline"]},
-        ylabel="test cross-entropy", title=f"Copy task T={T_max}: learning curves")
+        ylabel="validation cross-entropy",
+        title=f"Copy task T={T_max}: learning curves at each cell's tuned rate")
     common.savefig(fig, run.out / "learning_curves.png")
 
-    def below_baseline(name, T, expected, claim, note):
+    def below_baseline(name, T, expected, claim, note, setting=None):
         r = by_cell[name][T]
         iv = common.interval(r["loss"])
         run.claim(f"copy-{name}-T{T}", source="Arjovsky et al. 2016", claim=claim,
-                  measure=f"final cross-entropy at T={T} (baseline {r['baseline']:.4f})",
+                  measure=f"final test cross-entropy at T={T} (baseline {r['baseline']:.4f})",
                   value=common.fmt(iv), verdict=common.verdict_below(iv, r["baseline"],
                                                                      expected),
-                  note=note, figure="loss_vs_length.png")
+                  note=note, figure="loss_vs_length.png", cells=[tuned[name][T]],
+                  negative=not expected, setting=setting)
 
     T_min = min(Ts)
     if "lstm" in by_cell:
@@ -118,10 +131,14 @@ def main(argv=None) -> dict:
             below_baseline("lstm", T_max, True, f"the LSTM beats it up to T=100 (here T={T_max})",
                            "recall accuracy " + common.fmt(common.interval(
                                by_cell["lstm"][T_max]["recall"])) + "; gaps of 200 and more "
-                           "(where the paper's LSTM fails) run at --scale paper")
+                           "(where the paper's LSTM fails) run at --scale paper",
+                           None if T_max >= 100 else f"a gap of {T_max}, where the paper's "
+                           "is 100")
     if "rnn" in by_cell:
         below_baseline("rnn", T_max, False, f"the tanh RNN never beats it (T={T_max})",
-                       "80 units, orthogonal init")
+                       "80 units, orthogonal init",
+                       None if T_max >= 100 else f"a gap of {T_max}, where the paper's "
+                       "shortest is 100")
     if "lstm" in by_cell and "lstm_chrono" in by_cell:
         gap = common.interval(np.asarray(by_cell["lstm"][T_max]["loss"])
                               - np.asarray(by_cell["lstm_chrono"][T_max]["loss"]))
@@ -130,16 +147,21 @@ def main(argv=None) -> dict:
                   claim="chrono initialisation helps the LSTM on long copy tasks",
                   measure=f"final cross-entropy at T={T_max}, default minus chrono (same seed)",
                   value=common.fmt(gap), verdict=v,
-                  note="positive: chrono lower", figure="loss_vs_length.png")
+                  note="positive: chrono lower", figure="loss_vs_length.png",
+                  cells=[tuned["lstm"][T_max], tuned["lstm_chrono"][T_max]],
+                  setting=None if T_max >= 100 else f"a gap of {T_max}, where Tallec & "
+                  "Ollivier use hundreds of steps")
 
-    rows = ["| cell | params | " + " | ".join(f"T={T}: CE / baseline, recall" for T in Ts)
+    rows = ["| cell | params | " + " | ".join(f"T={T}: CE / baseline, recall (rate)" for T in Ts)
             + " |", "|---|---|" + "---|" * len(Ts)]
     for n, r in by_cell.items():
         rows.append(f"| {common.label(n)} | {results[n]['num_params']} | " + " | ".join(
             f"{np.mean(r[T]['loss']) / r[T]['baseline']:.2f}, "
-            f"{common.fmt(common.interval(r[T]['recall']), 2)}" for T in Ts) + " |")
-    body = ["Final cross-entropy relative to the memoryless baseline (mean over seeds) and "
-            "recall accuracy of the 10 symbols (chance 1/8), mean [95% interval]:", "", *rows,
+            f"{common.fmt(common.interval(r[T]['recall']), 2)} ({r[T]['rate']:g})"
+            for T in Ts) + " |")
+    body = ["Final test cross-entropy relative to the memoryless baseline (mean over seeds) "
+            "and recall accuracy of the 10 symbols (chance 1/8), mean [95% interval], each "
+            "cell at its tuned rate:", "", *rows,
             "", "![loss against gap](loss_vs_length.png)", "",
             "![learning curves](learning_curves.png)"]
     return run.finish("The copy task against the gap length", body)

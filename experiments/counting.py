@@ -19,13 +19,24 @@ Command:
     python experiments/counting.py                          # trained on n <= 20
     python experiments/counting.py --scale paper            # n <= 99, 20000 steps
 
-Runtime: about 4 minutes on a 2-core CPU with the defaults (train n <= 20, batch 32, 10000
-Adam steps at lr 1e-3, 5 seeds; tested at n from a quarter of the training range to 50 x it).
+Runtime: 8.4 minutes on a 2-core CPU on 2026-12-06 with the defaults (train n <= 20,
+batch 32, 10000 Adam steps, 5 seeds x 4 learning rates from 3e-4 to 1e-2 per cell and
+architecture; tested at n from a quarter of the training range to 50 x it).
+
+Protocol (``common.py``): each cell and architecture at its own learning rate, chosen by the
+validation cross-entropy on fresh strings of the training range (n <= max_n), which is all a
+learner may see; the acceptance tests beyond that range are the test. A verdict that rests
+on a cell failing to count ("differs": the LSTM does not; "agrees": the GRU does not) stands
+only when both cells were tuned and converged. Weiss et al. trained at lr 1e-3 (inside the
+grid); the paper's range n < 100 runs at ``--scale paper``.
 
 Expected outcome: honest, not the paper's: at CPU sizes both cells count within the training
 range and few seeds of either generalise far beyond it (an issue's own try with one layer of
 10 units, n <= 20, up to 10000 steps: no seed recognised n = 30). The report gives the
-distribution over seeds of the largest n recognised under each rule.
+distribution over seeds of the largest n recognised under each rule. Through the protocol
+(2026-12-06), every cell tuned and converged: each seed recognised every n <= 20 but one
+GRU seed; the LSTM seeds reached n = 20 to 40, the GRU seeds 10 to 20, none 100; so the
+claim differs at this training range, which is not the paper's (the row says so).
 
 Tried while choosing the defaults (2 seeds each, Weiss et al.'s architecture): n <= 20 with
 3000 steps: no seed of either cell recognised even n = 20 under either rule (not sharp
@@ -52,11 +63,15 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 
 SIZES = {
     "quick": dict(max_n=3, seeds=2, steps=20, test_multiples=[1, 2, 5]),
-    "cpu": dict(max_n=20, seeds=5, steps=10000, batch_size=32, learning_rate=1e-3,
+    "cpu": dict(max_n=20, seeds=5, steps=10000, batch_size=32,
+                learning_rates=[3e-4, 1e-3, 3e-3, 1e-2],
                 cells=["lstm", "gru"], architectures=["weiss", "wide"],
                 test_multiples=[0.25, 0.5, 1, 1.5, 2, 5, 10, 20, 50], seed=0),
     "paper": dict(max_n=99, steps=20000, test_multiples=[1, 2, 5, 10, 11]),
 }
+SIZES["quick"]["learning_rates"] = [1e-3, 1e-2]
+# the cross-entropy's floor is the uncertainty of the a's, so it is compared in nats
+OBJECTIVE = common.Objective("loss", log=False, tolerance=0.01)
 
 
 def layer(cell: str, architecture: str):
@@ -93,23 +108,24 @@ def main(argv=None) -> dict:
     s = run.settings
     task = gr.tasks.counting(s["max_n"])
     ns = sorted({max(1, int(round(m * s["max_n"]))) for m in s["test_multiples"]})
-    results = {}
+    results, tuned = {}, {}
     for arch in s["architectures"]:
         for cell in s["cells"]:
             body, embed = layer(cell, arch)
             config = gr.train.Config(cell=body, task=task, embed=embed, steps=s["steps"],
-                                     batch_size=s["batch_size"],
-                                     learning_rate=s["learning_rate"])
-            result = run.sweep(f"{cell}-{arch}", config)
+                                     batch_size=s["batch_size"])
+            t = tuned[f"{cell} {arch}"] = run.tune(arch, cell, config, OBJECTIVE)
             apply = jax.jit(gr.train.make_trainer(config).model.apply)  # one compile, all seeds
+            trained = t.params()
             strict, weiss = [], []
             for seed in range(s["seeds"]):
-                params = jax.tree.map(lambda v, seed=seed: v[0, seed], result.params)
+                params = jax.tree.map(lambda v, seed=seed: v[seed], trained)
                 logits_fn = lambda xs, params=params: apply(params, xs)  # noqa: E731
                 strict.append(np.asarray(gr.tasks.counting_accepts(logits_fn, ns)))
                 weiss.append(end_probability_accepts(logits_fn, ns))
             results[f"{cell} {arch}"] = {
-                "train_accuracy": common.final(result, "accuracy")[0],
+                "rate": t.rate, "converged": t.converged,
+                "train_accuracy": t.test["accuracy"],
                 "strict": np.stack(strict), "weiss": np.stack(weiss),
                 "largest_strict": largest(np.stack(strict), ns),
                 "largest_weiss": largest(np.stack(weiss), ns)}
@@ -135,30 +151,40 @@ def main(argv=None) -> dict:
         if "lstm" in rates and "gru" in rates:
             holds = rates["lstm"]["low"] > 0.5 and rates["gru"]["high"] < 0.5
             fails = rates["lstm"]["high"] < 0.5
+            verdict = "agrees" if holds else "differs" if fails else "inconclusive"
             run.claim(
                 f"counting-{arch}", source="Weiss et al. 2018",
                 claim="an LSTM trained on small n counts far beyond them; a GRU does not",
                 measure=f"{arch}: seeds accepting every tested n up to {far} "
                         f"({far / s['max_n']:g}x the training range), Weiss et al.'s rule",
                 value=f"LSTM {common.fmt(rates['lstm'])}; GRU {common.fmt(rates['gru'])}",
-                verdict="agrees" if holds else "differs" if fails else "inconclusive",
+                verdict=verdict,
                 note="strict rule: LSTM " + common.fmt(common.rate_interval(
                     results[f"lstm {arch}"]["largest_strict"] >= far)) + ", GRU "
                     + common.fmt(common.rate_interval(
                         results[f"gru {arch}"]["largest_strict"] >= far)),
-                figure="acceptance.png")
+                figure="acceptance.png",
+                cells=[tuned[f"{c} {arch}"] for c in ("lstm", "gru")],
+                # either verdict rests on a cell failing: "agrees" on the GRU, "differs" on
+                # the LSTM; each stands only when both were tuned and converged
+                negative=verdict == "agrees",
+                setting=None if s["max_n"] >= 99 else f"trained on n <= {s['max_n']}, where "
+                "Weiss et al. trained on n < 100")
 
-    rows = ["| cell, architecture | accuracy on n <= N (determined steps) | largest n, "
-            "Weiss rule, per seed | largest n, strict rule, per seed |", "|---|---|---|---|"]
+    rows = ["| cell, architecture | learning rate | test accuracy on n <= N (determined "
+            "steps) | largest n, Weiss rule, per seed | largest n, strict rule, per seed |",
+            "|---|---|---|---|---|"]
     for name, r in results.items():
-        rows.append(f"| {name} | {common.fmt(common.interval(r['train_accuracy']), 3)} | "
+        rows.append(f"| {name} | {r['rate']:g} | "
+                    f"{common.fmt(common.interval(r['train_accuracy']), 3)} | "
                     f"{list(map(int, r['largest_weiss']))} | "
                     f"{list(map(int, r['largest_strict']))} |")
     body = [f"Trained on n <= {s['max_n']}; tested at n = {ns}. 'Largest n' is the largest "
             "tested n below which every tested n was accepted (0: not even the smallest).", "",
             *rows, "", "![acceptance](acceptance.png)", "",
-            "What was tried: the two architectures above, Adam at one learning rate, one "
-            "training range. Not tried here: curricula, longer training, other rates; the "
+            f"What was tried: the two architectures above, Adam at each one's own rate from "
+            f"{s['learning_rates']} (chosen on the validation cross-entropy within the training "
+            "range), one training range. Not tried here: curricula, longer training; the "
             "paper's range (n < 100) runs at `--scale paper`."]
     return run.finish("Counting a^n b^n beyond the training range", body)
 

@@ -166,7 +166,11 @@ def test_claim_rows_carry_the_rates_convergence_and_scale_and_the_report_counts_
               note="n", cells=[gru], setting="one layer where the paper stacks")
     run.claim("c", source="s", claim="params", measure="m", value="v3", verdict="agrees",
               note="n", cells=())
-    first, second, third = run.claims
+    # a claim about the rate itself, over the whole grid: its verdict stands, the row names
+    # the grid
+    run.claim("d", source="s", claim="the rate matters most", measure="m", value="v4",
+              verdict="differs", note="n", cells=(), swept="1e-4 to 1e-2 (3 rates)")
+    first, second, third, fourth = run.claims
     assert first["verdict"] == "inconclusive" and first["rates"] == {"LSTM": 3e-3,
                                                                      "GRU": 3e-3}
     assert first["converged"] == {"LSTM": False, "GRU": True}
@@ -176,9 +180,11 @@ def test_claim_rows_carry_the_rates_convergence_and_scale_and_the_report_counts_
     rows = common.claims_table(run.claims)
     assert "| LSTM 0.003, GRU 0.003 | LSTM no, GRU yes | cpu, cpu |" in rows[2]
     assert "| no training | n/a |" in rows[4]
+    assert fourth["verdict"] == "differs" and fourth["protocol"] == "swept"
+    assert "| **differs** | swept: 1e-4 to 1e-2 (3 rates) | n/a |" in rows[5]
     run.finish("t", [])
     text = report.build(tmp_path, tmp_path / "docs" / "results.md",
                         experiments=("protocol_test",))
-    assert ("3 claims: 1 agree, 1 differ, 1 inconclusive; 2 tested in the paper's setting "
-            "(1 agree, 0 differ, 1 inconclusive); 0 recorded at one learning rate, before "
+    assert ("4 claims: 1 agree, 2 differ, 1 inconclusive; 3 tested in the paper's setting "
+            "(1 agree, 1 differ, 1 inconclusive); 0 recorded at one learning rate, before "
             "the protocol.") in text
