@@ -114,7 +114,9 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
         "convergence check on the validation curve; and a verdict that rests on a cell "
         "failing (\"differs\", or \"agrees\" with a claim that a cell fails) only when every "
         "cell was tuned and converged over at least 5 seeds. A row recorded at one learning "
-        "rate, before the protocol, says so and cannot carry such a verdict. A row whose "
+        "rate, before the protocol, says so and cannot carry such a verdict; one about how much "
+        "the learning rate matters is measured over the whole grid of rates (its rate column "
+        "says \"swept\"). A row whose "
         "setting departs from the paper's in a way that matters says so, and is not counted "
         "as a test of the paper. The scale column names the size (the CPU defaults of each "
         "script; `--scale paper` reruns at the papers' sizes) and the device.",
