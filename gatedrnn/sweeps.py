@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -371,16 +372,47 @@ def _version() -> str:
     return __version__
 
 
+# every path a sweep writes, relative to its out_dir: a record naming anything else was not
+# written by a sweep, and acting on it could delete files outside the folder
+_WRITTEN = re.compile(r"state/[0-9]+|params|summary\.json")
+
+
 def _read_record(out: Path) -> dict:
+    """``out/sweep.json``, refused with a clear error when it is not a record a sweep wrote:
+    unparsable, not an object, without a count of evaluations done, or listing a path a
+    sweep never writes (``state/../../x``), so that nothing is deleted on its word."""
     path = out / "sweep.json"
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{path} is not a readable sweep record ({error}): it is empty or truncated. The "
             f"checkpoints in {out / 'state'} are intact, but the metrics so far are lost with "
             "the record: move the directory aside (or delete it) and run the sweep again"
         ) from None
+    problem = _record_problem(record)
+    if problem:
+        raise ValueError(
+            f"{path} is not a readable sweep record: {problem}. A sweep never writes that, so "
+            "the file was edited or damaged; nothing in the directory was deleted or "
+            "overwritten. Move the directory aside (or delete it) and run the sweep again")
+    return record
+
+
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not an object"
+    evals = record.get("evals_done")
+    if not isinstance(evals, int) or isinstance(evals, bool) or evals < 0:
+        return f"its evals_done is {evals!r}, not a count of evaluations"
+    written = record.get("written", [])
+    if not isinstance(written, list) or not all(isinstance(n, str) for n in written):
+        return f"its written list is {written!r}, not a list of names"
+    outside = [n for n in written if not _WRITTEN.fullmatch(n)]
+    if outside:
+        return (f"its written list names {outside[:3]}, not paths a sweep writes inside its "
+                "folder (state/<evaluations>, params, summary.json)")
+    return None
 
 
 def _load_record(out: Path | None, identity: dict) -> dict | None:

@@ -94,6 +94,32 @@ def test_an_empty_or_truncated_record_names_the_file_and_the_way_out(tmp_path, c
         gr.sweeps.load(tmp_path)
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: {**r, "written": ["state/../../victim"]}, r"names \['state/../../victim'\]"),
+    (lambda r: {**r, "written": ["/tmp/victim"]}, r"names \['/tmp/victim'\]"),
+    (lambda r: {**r, "written": "params"}, "written list is 'params', not a list"),
+    (lambda r: {**r, "evals_done": "2"}, "evals_done is '2', not a count"),
+    (lambda r: {}, "evals_done is None"),
+    (lambda r: [], "holds a JSON list, not an object"),
+], ids=["escapes", "absolute", "not-a-list", "evals-text", "empty-object", "list"])
+def test_a_record_the_sweep_did_not_write_is_refused_and_nothing_is_deleted(tmp_path, edit,
+                                                                            match):
+    import json
+    out = tmp_path / "deep" / "sweep"
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "data.txt").write_text("mine")
+    _sweep(out)
+    (out / "sweep.json").write_text(json.dumps(edit(json.loads(
+        (out / "sweep.json").read_text()))))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for again in (lambda: _sweep(out), lambda: gr.sweeps.load(out)):
+        with pytest.raises(ValueError, match=r"sweep.json is not a readable sweep record: "
+                                             ".*" + match + ".*nothing in the directory was "
+                                             "deleted"):
+            again()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_a_finished_sweep_whose_params_were_removed_says_so(tmp_path):
     import shutil
     _sweep(tmp_path)
