@@ -376,8 +376,13 @@ def make_cell(
             return jnp.zeros((*batch_shape, hidden_size), dt)
         return initial_carry(batch_shape, params=params, key=key, dtype=dt)
 
+    def init_(key: PRNGKeyArray, input_size: int) -> Params:
+        # an int seed would reach the user's initialisers and fail deep inside them
+        checks.key(key, "key", required=True)
+        return init(key, input_size)
+
     return Cell(
-        init=init, initial_carry=initial_carry_, project=project_, recur=recur, step=step,
+        init=init_, initial_carry=initial_carry_, project=project_, recur=recur, step=step,
         gates=gates, output=read, input_size=size, hidden_size=hidden_size, kind=kind,
         config=dict(config or {}), output_size=out_size, linear=bool(linear),
     )

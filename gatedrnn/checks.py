@@ -69,9 +69,10 @@ def flag(value: Any, name: str) -> None:
         raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
 
 
-def key(value: Any, name: str = "key") -> None:
-    """A PRNG key (``jax.random.key``) or raw key data (``jax.random.PRNGKey``), or ``None``."""
-    if value is None:
+def key(value: Any, name: str = "key", *, required: bool = False) -> None:
+    """A PRNG key (``jax.random.key``) or raw key data (``jax.random.PRNGKey``), or ``None``
+    unless ``required``."""
+    if value is None and not required:
         return
     dtype = getattr(value, "dtype", None)
     if dtype is None or not (jnp.issubdtype(dtype, jax.dtypes.prng_key) or (

@@ -32,6 +32,7 @@ class SequenceModel(NamedTuple):
 
     def init(self, key, input_size: int) -> dict:
         """Layer params from ``layer.init``; dense layers' ``w`` LeCun normal, ``b`` zeros."""
+        checks.key(key, "key", required=True)
         k_emb, k_rnn, k_out = jax.random.split(key, 3)
         params = {}
         if self.embed is not None:

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gatedrnn import checks
 from gatedrnn.train import TASK_FIELDS, Config, _validate, make_trainer, nonfinite_runs
 
 CONFIG_AXES = ("learning_rate", "clip_norm", "weight_decay", "dropout")
@@ -267,13 +268,17 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     ``jax.distributed.initialize()`` first and run the same script on every host, with an
     ``out_dir`` that every host sees (process 0 writes the records, all write checkpoints).
     """
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+    if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds must be a positive int; got {seeds!r}")
+    seeds = int(seeds)
+    checks.key(key, "key")
     _validate(config)
     _check_grid(config, grid)
     num_evals = config.steps // config.eval_every
     chunk = _default_chunk(num_evals) if chunk_evals is None else chunk_evals
-    if not isinstance(chunk, int) or chunk < 1 or num_evals % chunk:
+    if isinstance(chunk, np.integer):
+        chunk = int(chunk)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1 or num_evals % chunk:
         raise ValueError(f"chunk_evals must be a positive divisor of steps // eval_every = "
                          f"{num_evals}; got {chunk_evals!r}")
     points = grid_points(grid)

@@ -217,6 +217,7 @@ class Stack(NamedTuple):
 
     def init(self, key: PRNGKeyArray, input_size: int) -> tuple:
         """Params of every layer; layer ``l > 0`` takes layer ``l - 1``'s outputs."""
+        validate.key(key, "key", required=True)
         params, size = [], input_size
         for layer, k in zip(self.layers, jax.random.split(key, len(self.layers))):
             params.append(layer.init(k, size))
@@ -329,6 +330,7 @@ class Bidirectional(NamedTuple):
 
     def init(self, key: PRNGKeyArray, input_size: int) -> dict:
         """``{"fwd": fwd.init(k_fwd, I), "bwd": bwd.init(k_bwd, I)}``."""
+        validate.key(key, "key", required=True)
         k_fwd, k_bwd = jax.random.split(key)
         return {"fwd": self.fwd.init(k_fwd, input_size), "bwd": self.bwd.init(k_bwd, input_size)}
 

@@ -120,6 +120,30 @@ def test_a_record_the_sweep_did_not_write_is_refused_and_nothing_is_deleted(tmp_
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("init", [
+    lambda k: gr.lstm(H).init(k, I),
+    lambda k: indrnn(H).init(k, I),  # a user's cell, through gr.make_cell
+    lambda k: gr.stack([gr.lstm(H), gr.gru(H)]).init(k, I),
+    lambda k: gr.bidirectional(gr.gru(H), gr.gru(H)).init(k, I),
+    lambda k: gr.models.sequence_model(gr.lstm(H), 1).init(k, I),
+], ids=["lstm", "user-cell", "stack", "bidirectional", "sequence-model"])
+def test_an_int_or_missing_key_says_to_use_jax_random_key(init):
+    for bad in (0, np.int64(3), None):
+        with pytest.raises(TypeError, match=r"key must be a PRNG key from "
+                                            r"jax.random.key\(seed\); got "):
+            init(bad)
+    assert jax.tree.leaves(init(jax.random.PRNGKey(0)))  # raw key data is a key too
+
+
+def test_a_sweep_takes_numpy_ints_and_refuses_an_int_key(tmp_path):
+    result = gr.sweep(_tiny_config(), seeds=np.int64(2), chunk_evals=np.int32(1),
+                      progress=False)
+    assert np.asarray(result.metrics["loss"]).shape[1] == 2
+    with pytest.raises(TypeError, match=r"key must be a PRNG key from jax.random.key"):
+        _sweep(tmp_path / "s", key=0)
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_finished_sweep_whose_params_were_removed_says_so(tmp_path):
     import shutil
     _sweep(tmp_path)
