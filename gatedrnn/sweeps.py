@@ -327,6 +327,14 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     main = jax.process_index() == 0
     record = _load_record(out, identity)
     if record is not None and record["evals_done"] == num_evals:
+        last = f"state/{num_evals}"
+        if not (out / "params").exists() and last in record["written"] \
+                and (out / last).is_dir():
+            # stopped after the last chunk's checkpoint, before params/ was written: the
+            # checkpoint holds the final state, so finish from it
+            state, _ = init(run_points, run_keys)
+            return _finish(config, record, points, seeds, out, _restore(out / last, state),
+                           num_points)
         if not (out / "params").exists():
             raise FileNotFoundError(
                 f"the sweep in {out} finished, but its params ({out / 'params'}) are gone; its "

@@ -144,6 +144,33 @@ def test_a_sweep_takes_numpy_ints_and_refuses_an_int_key(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("stop_in", ["_finish", "_save_params"])
+def test_a_sweep_stopped_after_its_last_chunk_finishes_from_its_checkpoint(tmp_path,
+                                                                          monkeypatch, stop_in):
+    """Stopped after the record counts every chunk done (the last checkpoint written) but
+    before params/ is: the rerun finishes from that checkpoint, equal to an unbroken run."""
+    whole = _sweep(tmp_path / "whole")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gr.sweeps, stop_in, stop)
+        with pytest.raises(KeyboardInterrupt):
+            _sweep(tmp_path / "cut")
+    assert not (tmp_path / "cut" / "params").exists()
+    assert gr.sweeps.load(tmp_path / "cut")["evals_done"] == 2
+    finished = _sweep(tmp_path / "cut")
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(finished.params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole.metrics["loss"], finished.metrics["loss"])
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == \
+        ["params", "summary.json", "sweep.json"]  # the checkpoint, no longer needed, is gone
+    for a, b in zip(jax.tree.leaves(whole.params),
+                    jax.tree.leaves(gr.sweeps.load_params(tmp_path / "cut", whole.params))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_finished_sweep_whose_params_were_removed_says_so(tmp_path):
     import shutil
     _sweep(tmp_path)
