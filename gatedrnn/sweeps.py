@@ -522,10 +522,28 @@ def _remove_written(out: Path, record: dict, keep: str | None) -> None:
     _write_json(out / "sweep.json", record)
 
 
-def _restore(path: Path, like):
+def _restore(path: Path, like=None):
+    """The checkpoint at ``path`` (a sweep's ``state/<n>`` or ``params``), as ``like``'s
+    structure when given; a missing or damaged one is named with the way out, instead of
+    orbax's own error."""
     import orbax.checkpoint as ocp
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return _checkpointer().restore(path, abstract)
+    params = path.name == "params"
+    what = "its trained params" if params else "the checkpoint its record says to resume from"
+    way_out = ("move the directory aside (or delete it) and run the sweep again; its metrics "
+               "so far are in sweep.json (gr.sweeps.load)")
+    if not path.is_dir():
+        sweep_dir = path.parent if params else path.parent.parent
+        raise FileNotFoundError(f"{path} is missing: the sweep in {sweep_dir} needs it as "
+                                f"{what}. It was removed, or sweep.json was edited; {way_out}")
+    try:
+        if like is None:
+            return _checkpointer().restore(path)
+        return _checkpointer().restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                          like))
+    except Exception as error:  # orbax raises many kinds for a damaged checkpoint
+        raise ValueError(f"{path} ({what}) cannot be read: {type(error).__name__}: "
+                         f"{str(error)[:300]}. It was damaged or overwritten; {way_out}"
+                         ) from error
 
 
 def _sync(name: str) -> None:
@@ -591,7 +609,7 @@ def load_params(out_dir: str | os.PathLike, like: Any = None):
     path = Path(out_dir).expanduser().absolute() / "params"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the sweep in {out_dir} has not finished")
-    return _checkpointer().restore(path) if like is None else _restore(path, like)
+    return _restore(path, like)
 
 
 def load(out_dir: str | os.PathLike) -> dict:

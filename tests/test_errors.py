@@ -1,6 +1,8 @@
 """Bad input and faults: a clear error naming the argument, never a silent wrong result and
 never a deleted or overwritten file of the user's (issue classes of the reliability work)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,6 +171,41 @@ def test_a_sweep_stopped_after_its_last_chunk_finishes_from_its_checkpoint(tmp_p
     for a, b in zip(jax.tree.leaves(whole.params),
                     jax.tree.leaves(gr.sweeps.load_params(tmp_path / "cut", whole.params))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_or_missing_checkpoints_are_named_with_the_way_out(tmp_path, monkeypatch):
+    import json
+    config = dataclasses.replace(_tiny_config(), steps=4)
+    remove_written = gr.sweeps._remove_written
+
+    def stop_after(*args, **kwargs):  # stopped once the first chunk is on record
+        remove_written(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    for name in ("gone", "edited"):
+        with monkeypatch.context() as patch:
+            patch.setattr(gr.sweeps, "_remove_written", stop_after)
+            with pytest.raises(KeyboardInterrupt):
+                gr.sweep(config, out_dir=tmp_path / name, chunk_evals=2, progress=False)
+    import shutil
+    shutil.rmtree(tmp_path / "gone" / "state")
+    record = json.loads((tmp_path / "edited" / "sweep.json").read_text())
+    (tmp_path / "edited" / "sweep.json").write_text(json.dumps({**record, "evals_done": 1}))
+    for name, missing in (("gone", "state/2"), ("edited", "state/1")):
+        with pytest.raises(FileNotFoundError, match=rf"{missing} is missing: the sweep in .* "
+                                                    "needs it as the checkpoint its record "
+                                                    "says to resume from.*move the directory"):
+            gr.sweep(config, out_dir=tmp_path / name, chunk_evals=2, progress=False)
+
+    _sweep(tmp_path / "overwritten")
+    for file in (tmp_path / "overwritten" / "params").rglob("*"):
+        if file.is_file():
+            file.write_text("overwritten")
+    for load in (lambda: _sweep(tmp_path / "overwritten"),
+                 lambda: gr.sweeps.load_params(tmp_path / "overwritten")):
+        with pytest.raises(ValueError, match=r"params \(its trained params\) cannot be read: "
+                                             ".*damaged or overwritten"):
+            load()
 
 
 def test_a_finished_sweep_whose_params_were_removed_says_so(tmp_path):
