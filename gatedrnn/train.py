@@ -314,8 +314,9 @@ def make_trainer(config: Config) -> Trainer:
         batch = _as_batch(test if test is not None else task.sample(k_eval,
                                                                      config.eval_batch_size),
                           "task.test" if test is not None else "task.sample(key, batch_size)")
-        metrics = dict(task.metrics(model.apply(params, batch.xs, key=None,
-                                                lengths=batch.lengths), batch.targets))
+        predictions = model.apply(params, batch.xs, key=None, lengths=batch.lengths)
+        metrics = dict(task.metrics(_checked_predictions(predictions, task, batch.xs),
+                                    batch.targets))
         if config.gradient_flow:
             def head_loss(ys):
                 return task.loss(model.head(params, ys, batch.lengths), batch.targets)
@@ -400,8 +401,22 @@ def _task_loss(task) -> Callable:
     """The default ``loss_fn``: the task's loss of the model's predictions, no aux."""
     def loss_fn(params, model, batch, key):
         predictions = model.apply(params, batch.xs, key=key, lengths=batch.lengths)
-        return task.loss(predictions, batch.targets), {}
+        return task.loss(_checked_predictions(predictions, task, batch.xs), batch.targets), {}
     return loss_fn
+
+
+def _checked_predictions(predictions, task, xs):
+    """``predictions`` when their shape is the task's (``[*B, O]`` for readout ``"last"``,
+    ``[*B, T, O]`` for ``"all"``, ``O = task.output_size``); else a ValueError at trace
+    time, since a task's loss would often broadcast a wrong shape without a word."""
+    shape = tuple(jnp.shape(predictions))
+    lead = tuple(jnp.shape(xs))[:-2] if task.readout == "last" else tuple(jnp.shape(xs))[:-1]
+    if task.readout in ("last", "all") and shape != (*lead, task.output_size):
+        raise ValueError(
+            f"the model's predictions have shape {shape}; task {task.name} (readout "
+            f"{task.readout!r}, output_size {task.output_size}) needs {(*lead, task.output_size)}"
+            f" for inputs of shape {tuple(jnp.shape(xs))}: check the model's output width")
+    return predictions
 
 
 def nonfinite_runs(metrics: dict) -> list[tuple[tuple[int, ...], int, int]]:

@@ -259,6 +259,19 @@ def test_a_user_model_trains_like_the_built_in_one():
     jax.tree.map(np.testing.assert_array_equal, user.params, built_in.params)
 
 
+def test_a_user_model_of_the_wrong_output_width_is_refused_before_it_trains():
+    wide = gr.models.sequence_model(gr.gru(4), 3)  # the adding task predicts one number
+    with pytest.raises(ValueError, match=r"predictions have shape \(4, 3\); task adding\(T=10, "
+                                         r"arjovsky\) \(readout 'last', output_size 1\) needs "
+                                         r"\(4, 1\)"):
+        gr.train.make_train(_config(model=wide, batch_size=4, eval_batch_size=4))(
+            jax.random.key(0))
+    every_step = gr.models.sequence_model(gr.gru(4), 1, readout="all")
+    with pytest.raises(ValueError, match=r"predictions have shape \(4, 10, 1\)"):
+        gr.train.make_train(_config(model=every_step, batch_size=4, eval_batch_size=4))(
+            jax.random.key(0))
+
+
 def test_eval_every_defaults_to_a_divisor_of_steps():
     assert gr.train.Config(cell=gr.gru(4), task=gr.tasks.adding(5), steps=50).eval_every == 5
     assert gr.train.Config(cell=gr.gru(4), task=gr.tasks.adding(5), steps=1000).eval_every == 100
