@@ -16,6 +16,7 @@ Everything is a pure function of ``params`` and ``xs``: it jit-compiles, vmaps o
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any
 
@@ -135,9 +136,44 @@ def _prepare(cell, params, xs: ArrayLike, carry, layer=None):
     cell, params, xs = _cell_view(cell, widen(params), xs.astype(dtype), layer)
     if carry is None:
         carry = cell.initial_carry(xs.shape[:1], params=params, dtype=dtype)
+    else:
+        _check_given_carry(carry, cell, params, xs.shape[0], dtype)
     carry = widen(carry)
     numerics = f"{jnp.dtype(dtype).name}, log-space products"
     return cell, params, xs, carry, numerics
+
+
+def _check_loss_fn(loss_fn) -> None:
+    """``loss_fn`` must be a callable of the outputs alone, ``ys -> scalar``."""
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable ys [B, T, H] -> scalar loss, e.g. "
+                        f"lambda ys: ys[:, -1].sum(); got {type(loss_fn).__name__}")
+    try:
+        inspect.signature(loss_fn).bind(None)
+    except TypeError:
+        raise TypeError(f"loss_fn must take one argument, the outputs ys [B, T, H]; got "
+                        f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)}"
+                        f"{inspect.signature(loss_fn)}: close over anything else (targets, "
+                        "params), e.g. lambda ys: loss(ys, targets)") from None
+    except ValueError:  # no signature to read (a builtin): calling it will tell
+        pass
+
+
+def _check_given_carry(carry, cell, params, batch: int, dtype) -> None:
+    """A carry given to a diagnostic must have the structure and shapes of the cell's
+    ``initial_carry`` (an LSTM's is ``(h, c)``, not one ``[B, H]`` array)."""
+    expected = jax.eval_shape(lambda: cell.initial_carry((batch,), params=params,
+                                                         dtype=dtype))
+    shapes = jax.tree.map(jnp.shape, carry)
+    want = jax.tree.map(lambda v: v.shape, expected)
+    if jax.tree.structure(carry) != jax.tree.structure(expected) or shapes != want:
+        raise ValueError(f"carry must have the structure and shapes of the cell's "
+                         f"initial_carry(({batch},)): expected {_describe(want)}, got "
+                         f"{_describe(shapes)}")
+
+
+def _describe(shapes) -> str:
+    return str(jax.tree.map(list, shapes, is_leaf=lambda v: type(v) is tuple))
 
 
 def tree_norm(tree) -> Array:
@@ -226,6 +262,7 @@ def gradient_norms(
     Returns:
         :class:`Norms` with ``log10 [T]`` and, with ``components``, ``components[name] [T]``.
     """
+    _check_loss_fn(loss_fn)
     cell, params, xs, carry0, numerics = _prepare(cell, params, xs, carry, layer)
     xs_tm = jnp.moveaxis(xs, 1, 0)
     num_steps = xs_tm.shape[0]

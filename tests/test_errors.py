@@ -501,3 +501,25 @@ def test_make_train_users_get_the_same_warning_as_sweep_users():
     assert [index for index, _, _ in runs] == [(0,), (1,)]
     clean = jax.jit(gr.train.make_train(_train_config()))(jax.random.key(0))
     assert gr.train.warn_nonfinite(clean) == []
+
+
+@pytest.mark.parametrize("cell", [gr.lstm(H), indrnn(H)], ids=["lstm", "user-cell"])
+def test_the_diagnostics_name_a_bad_loss_fn_or_carry(cell):
+    params = cell.init(jax.random.key(0), I)
+    xs = jnp.ones((2, 5, I))
+    norms = gr.diagnostics.gradient_norms
+    with pytest.raises(TypeError, match="loss_fn must be a callable ys .* got NoneType"):
+        norms(cell, params, xs, None)
+    with pytest.raises(TypeError, match=r"loss_fn must take one argument, the outputs ys "
+                                        r"\[B, T, H\]; got <lambda>\(ys, targets\)"):
+        norms(cell, params, xs, lambda ys, targets: ys.sum())
+    carry = cell.initial_carry((2,))
+    wrong = jnp.zeros((2, H)) if isinstance(carry, tuple) else (carry, carry)
+    for call in (lambda: norms(cell, params, xs, lambda ys: ys.sum(), carry=wrong),
+                 lambda: gr.diagnostics.jacobian_norms(cell, params, xs, carry=wrong)):
+        with pytest.raises(ValueError, match=r"carry must have the structure and shapes of "
+                                             r"the cell's initial_carry\(\(2,\)\)"):
+            call()
+    # the right ones run
+    assert norms(cell, params, xs, lambda ys, scale=2.0: scale * ys.sum(),
+                 carry=carry).log10.shape == (5,)
