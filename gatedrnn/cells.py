@@ -252,6 +252,29 @@ def _describe_tree(tree: Any) -> str:
     return str(jax.tree.map(lambda leaf: list(jnp.shape(leaf)), tree))
 
 
+def _check_arity(fn: Callable, name: str, form: str, count: int, other: Callable) -> None:
+    """``fn`` must accept ``count`` positional arguments (``form``); one that accepts the
+    other function's count instead was most likely passed in the other's place."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: calling it will tell
+        return
+    try:
+        signature.bind(*[None] * count)
+    except TypeError:
+        hint = "; init and core may be swapped" if _binds(other, count) else ""
+        raise TypeError(f"{name} must be {form}; got {getattr(fn, '__name__', name)}"
+                        f"{signature}{hint}") from None
+
+
+def _binds(fn: Callable, count: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*[None] * count)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def make_cell(
     init: Callable[[PRNGKeyArray, int], Params],
     core: Callable[..., tuple],
@@ -314,6 +337,8 @@ def make_cell(
     if not (callable(init) and callable(core)):
         raise TypeError(f"init and core must be callables; got {type(init).__name__} and "
                         f"{type(core).__name__}")
+    _check_arity(init, "init", "init(key, input_size)", 2, core)
+    _check_arity(core, "core", "core(params, carry, u_t)", 3, init)
     out_size = hidden_size if output_size is None else output_size
     out_size = checks.size(out_size, "output_size")
     takes_mask = _accepts(core, "h_mask")
@@ -341,12 +366,22 @@ def make_cell(
         return x if project is None else project(cast(params), x)
 
     def run_core(params: Params, carry: Carry, u_t: Array, h_mask: Array | None):
-        if takes_mask:
-            out = core(cast(params), carry, u_t, h_mask=h_mask)
-        else:
-            if h_mask is not None:
-                carry = jax.tree.map(lambda c: c * h_mask.astype(c.dtype), carry)
-            out = core(cast(params), carry, u_t)
+        try:
+            if takes_mask:
+                out = core(cast(params), carry, u_t, h_mask=h_mask)
+            else:
+                if h_mask is not None:
+                    carry = jax.tree.map(lambda c: c * h_mask.astype(c.dtype), carry)
+                out = core(cast(params), carry, u_t)
+        except (TypeError, ValueError) as error:
+            if type(error) not in (TypeError, ValueError):  # JAX's own kinds pass unchanged
+                raise
+            # a shape slip surfaces inside the user's equations: say what core was given
+            raise type(error)(
+                f"core of cell {kind!r} (hidden_size {hidden_size}) failed on a carry "
+                f"{_describe_tree(carry)} and u_t {list(jnp.shape(u_t))}: "
+                f"{str(error).rstrip('.')}. Check hidden_size against the widths init makes "
+                "and project returns") from error
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise TypeError(f"core of cell {kind!r} must return (carry, h_t) or (carry, h_t, "
                             f"gates); got {type(out).__name__}")
@@ -358,6 +393,11 @@ def make_cell(
             raise ValueError(f"core of cell {kind!r} returned a carry of structure "
                              f"{_describe_tree(new_carry)} for a carry {_describe_tree(carry)}: "
                              "the new carry must have the old one's structure")
+        if jax.tree.map(jnp.shape, new_carry) != jax.tree.map(jnp.shape, carry):
+            raise ValueError(f"core of cell {kind!r} returned a carry of shapes "
+                             f"{_describe_tree(new_carry)} for a carry {_describe_tree(carry)} "
+                             f"(hidden_size {hidden_size}): the new carry must keep the old "
+                             "one's shapes")
         # Keeps the carry's dtype fixed across steps, as lax.scan requires.
         new_carry = jax.tree.map(lambda new, old: new.astype(old.dtype), new_carry, carry)
         return new_carry, h_t.astype(jax.eval_shape(read, carry).dtype)

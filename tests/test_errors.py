@@ -523,3 +523,35 @@ def test_the_diagnostics_name_a_bad_loss_fn_or_carry(cell):
     # the right ones run
     assert norms(cell, params, xs, lambda ys, scale=2.0: scale * ys.sum(),
                  carry=carry).log10.shape == (5,)
+
+
+def test_make_cell_shape_slips_name_the_function_and_both_shapes():
+    def init(key, input_size):
+        return {"w": jax.nn.initializers.lecun_normal()(key, (input_size, 8))}
+
+    def core(params, h, u_t):
+        h = jnp.tanh(u_t + h)
+        return h, h
+
+    def core_doubling(params, h, u_t):
+        h = jnp.concatenate([h, h], axis=-1)
+        return h, h
+
+    project = lambda p, x: x @ p["w"]  # noqa: E731
+    params, xs = init(jax.random.key(0), I), jnp.ones((2, 5, I))
+    with pytest.raises(ValueError, match=r"core of cell 'custom' returned a carry of shapes "
+                                         r"\[2, 16\] for a carry \[2, 8\] \(hidden_size 8\)"):
+        gr.unroll(gr.make_cell(init, core_doubling, hidden_size=8, project=project), params, xs)
+    with pytest.raises(TypeError, match=r"core of cell 'custom' \(hidden_size 6\) failed on a "
+                                        r"carry \[2, 6\] and u_t \[2, 8\]: .*Check hidden_size"):
+        gr.unroll(gr.make_cell(init, core, hidden_size=6, project=project), params, xs)
+    with pytest.raises(TypeError, match=r"init must be init\(key, input_size\); got "
+                                        r"core\(params, h, u_t\); init and core may be swapped"):
+        gr.make_cell(core, init, hidden_size=8, project=project)
+    with pytest.raises(TypeError, match=r"core must be core\(params, carry, u_t\); got "
+                                        r"<lambda>\(params, h\)$"):
+        gr.make_cell(init, lambda params, h: (h, h), hidden_size=8)
+    # JAX's own errors from inside core pass unchanged
+    with pytest.raises(jax.errors.TracerBoolConversionError):
+        gr.unroll(gr.make_cell(init, lambda p, h, u: (h, h) if u.sum() > 0 else (h, h),
+                               hidden_size=8, project=project), params, xs)
