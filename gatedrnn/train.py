@@ -296,10 +296,42 @@ def _run_keys(key):
     return jax.random.split(key, 3)
 
 
+def _check_task_lengths(task, batch_size: int) -> None:
+    """Draws one training batch (and takes the test set, if any) and checks the ``lengths``
+    a task returns: integers of shape ``xs.shape[:-2]`` in ``[0, T]``. Inside the training
+    program a length outside would be clamped without a word, so this looks before it
+    compiles (one batch: a probe, not a proof)."""
+    with jax.ensure_compile_time_eval():
+        batches = [("task.sample(key, batch_size)",
+                    _as_batch(task.sample(jax.random.key(0), batch_size),
+                              "task.sample(key, batch_size)"))]
+        if getattr(task, "test", None) is not None:
+            batches.append(("task.test", _as_batch(task.test, "task.test")))
+        for where, batch in batches:
+            lengths = batch.lengths
+            if lengths is None or isinstance(lengths, jax.core.Tracer):
+                continue
+            xs_shape = tuple(jnp.shape(batch.xs))
+            if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+                raise TypeError(f"{where} returned lengths of dtype "
+                                f"{jnp.result_type(lengths)}; they must be integers")
+            if tuple(jnp.shape(lengths)) != xs_shape[:-2]:
+                raise ValueError(f"{where} returned lengths of shape {jnp.shape(lengths)} for "
+                                 f"inputs of shape {xs_shape}; they must have shape "
+                                 f"{xs_shape[:-2]}")
+            low, high = int(jnp.min(lengths)), int(jnp.max(lengths))
+            if low < 0 or high > xs_shape[-2]:
+                raise ValueError(f"{where} returned lengths from {low} to {high}; they must "
+                                 f"lie in [0, {xs_shape[-2]}] (the inputs have {xs_shape[-2]} "
+                                 "steps): training would clamp them without a word")
+
+
 def make_trainer(config: Config) -> Trainer:
-    """The pieces of a training run (see :class:`Trainer`); the config is checked here."""
+    """The pieces of a training run (see :class:`Trainer`); the config is checked here,
+    and one batch of the task is drawn to check the lengths it returns."""
     _validate(config)
     task = config.task
+    _check_task_lengths(task, config.batch_size)
     if config.model is None:
         model = sequence_model(config.cell, task.output_size, readout=task.readout,
                                embed=config.embed, dropout=config.dropout)

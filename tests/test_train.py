@@ -252,6 +252,29 @@ def test_lengths_from_a_task_of_the_users_own_reach_the_model():
     assert float(result.metrics["loss"][-1]) < 0.01
 
 
+class BadLengths(LastValue):
+    """LastValue with its lengths shifted by the class's ``shift``."""
+
+    shift = 0
+
+    def sample(self, key, batch_size):
+        xs, targets, lengths = LastValue.sample(self, key, batch_size)
+        return xs, targets, lengths + self.shift
+
+
+@pytest.mark.parametrize("shift, match", [
+    (3, r"returned lengths from \d+ to 11; they must lie in \[0, 8\]"),
+    (-8, r"returned lengths from -7 to \d+; they must lie in \[0, 8\]"),
+])
+def test_lengths_outside_the_sequence_from_a_users_task_are_refused_before_training(shift,
+                                                                                     match):
+    task = type("Shifted", (BadLengths,), {"shift": shift})()
+    with pytest.raises(ValueError, match=r"task.sample\(key, batch_size\) " + match):
+        gr.train.make_train(_config(task=task))
+    with pytest.raises(ValueError, match=match):
+        gr.sweep(_config(task=task), seeds=1, progress=False)
+
+
 def test_a_user_model_trains_like_the_built_in_one():
     model = gr.models.sequence_model(gr.gru(8), 1)
     built_in = jax.jit(gr.train.make_train(_config()))(jax.random.key(0))
