@@ -26,7 +26,14 @@ _TORCH_KINDS = ("RNN", "LSTM", "GRU")
 
 
 def _numpy(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
+    """A tensor's values as NumPy, bfloat16 (which NumPy lacks) and float16 widened to
+    float32, so the folded biases are summed once, in float32, before the params are cast
+    back to the module's dtype."""
+    import torch
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.numpy()
 
 
 def from_torch(module) -> tuple[Any, Any]:
@@ -41,8 +48,13 @@ def from_torch(module) -> tuple[Any, Any]:
     An LSTM with ``proj_size=P`` becomes ``gr.lstm(H, proj_size=P)`` with ``w_hr =
     weight_hr.T``.
 
+    A bfloat16 or float16 module gives params of its dtype (PyTorch's two biases summed
+    once in float32 first).
+
     Raises:
         TypeError: for a module of another type.
+        ValueError: for a weight or bias of another shape than the module's sizes need,
+            naming the attribute and both shapes.
     """
     import torch
 
@@ -60,23 +72,37 @@ def from_torch(module) -> tuple[Any, Any]:
     else:
         cell = rnn(hidden, activation=module.nonlinearity)
 
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[name]
+    dtype = jnp.dtype(str(module.weight_ih_l0.dtype).removeprefix("torch."))
+    state = proj or hidden  # what the recurrent product reads: h, or its projection
+
+    def tensor(attr: str, shape: tuple) -> np.ndarray:
+        value = getattr(module, attr)
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{type(module).__name__}.{attr} has shape {tuple(value.shape)}; "
+                             f"{name}(input_size={module.input_size}, hidden_size={hidden}"
+                             f"{f', proj_size={proj}' if proj else ''}) needs {shape}")
+        return _numpy(value)
+
     def direction(layer: int, suffix: str) -> dict:
-        w_ih = _numpy(getattr(module, f"weight_ih_l{layer}{suffix}"))
-        w_hh = _numpy(getattr(module, f"weight_hh_l{layer}{suffix}"))
+        inputs = module.input_size if layer == 0 else state * (2 if module.bidirectional
+                                                               else 1)
+        w_ih = tensor(f"weight_ih_l{layer}{suffix}", (gates * hidden, inputs))
+        w_hh = tensor(f"weight_hh_l{layer}{suffix}", (gates * hidden, state))
         if module.bias:
-            b_ih = _numpy(getattr(module, f"bias_ih_l{layer}{suffix}"))
-            b_hh = _numpy(getattr(module, f"bias_hh_l{layer}{suffix}"))
+            b_ih = tensor(f"bias_ih_l{layer}{suffix}", (gates * hidden,))
+            b_hh = tensor(f"bias_hh_l{layer}{suffix}", (gates * hidden,))
         else:
             b_ih = b_hh = np.zeros(w_ih.shape[0], w_ih.dtype)
         params = {"w_x": w_ih.T, "w_h": w_hh.T}
         if proj is not None:
-            params["w_hr"] = _numpy(getattr(module, f"weight_hr_l{layer}{suffix}")).T
+            params["w_hr"] = tensor(f"weight_hr_l{layer}{suffix}", (proj, hidden)).T
         if name == "GRU":
             params["b"] = b_ih + np.concatenate([b_hh[: 2 * hidden], np.zeros_like(b_hh[:hidden])])
             params["b_hn"] = b_hh[2 * hidden :]
         else:
             params["b"] = b_ih + b_hh
-        return {k: jnp.asarray(v) for k, v in params.items()}
+        return {k: jnp.asarray(v, dtype) for k, v in params.items()}
 
     layers, params = [], []
     for layer in range(module.num_layers):

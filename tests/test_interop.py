@@ -151,6 +151,41 @@ def test_unsupported_conversions_are_rejected():
         gr.interop.to_torch(cell, cell.init(jax.random.key(0), I))
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dtype, tol", [("bfloat16", 2e-2), ("float16", 2e-3)])
+def test_half_precision_modules_convert_to_params_of_their_dtype(kind, dtype, tol):
+    module = _torch_module(kind, batch_first=True).to(getattr(torch, dtype))
+    cell, params = gr.interop.from_torch(module)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(dtype)}
+    # the same weights in float64 on both sides: the conversion lost nothing
+    wide = gr.interop.from_torch(module.double())[1]
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(wide)):
+        np.testing.assert_array_equal(np.asarray(a, np.float64),
+                                      np.asarray(jnp.asarray(b).astype(dtype), np.float64))
+    xs = np.random.default_rng(0).uniform(-1, 1, (B, T, I))
+    ours = gr.unroll(cell, params, jnp.asarray(xs, dtype))[1]
+    theirs = module.to(getattr(torch, dtype))(torch.tensor(xs).to(getattr(torch, dtype)))[0]
+    np.testing.assert_allclose(np.asarray(ours, np.float32), theirs.float().detach().numpy(),
+                               atol=tol)
+
+
+def test_a_torch_weight_or_bias_of_the_wrong_shape_is_named_at_import():
+    module = _torch_module("GRU")
+    module.bias_ih_l0 = torch.nn.Parameter(torch.zeros(3 * H + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"GRU.bias_ih_l0 has shape \({3 * H + 1},\); "
+                                         rf"GRU\(input_size={I}, hidden_size={H}\) needs "
+                                         rf"\({3 * H},\)"):
+        gr.interop.from_torch(module)
+    module = _torch_module("LSTM", num_layers=2, bidirectional=True, proj_size=2)
+    module.weight_hh_l1_reverse = torch.nn.Parameter(torch.zeros(4 * H, H,
+                                                                 dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"LSTM.weight_hh_l1_reverse has shape "
+                                         rf"\({4 * H}, {H}\); LSTM\(input_size={I}, "
+                                         rf"hidden_size={H}, proj_size=2\) needs "
+                                         rf"\({4 * H}, 2\)"):
+        gr.interop.from_torch(module)
+
+
 FLAX_CELLS = [
     nn.SimpleCell(H),
     nn.SimpleCell(H, activation_fn=jax.nn.relu),
