@@ -53,6 +53,9 @@ class SequenceModel(NamedTuple):
         """The readout of layer outputs ``ys [B, T, H_out]``: ``[B, O]`` at the last valid step
         (``readout="last"``) or ``[B, T, O]`` (``"all"``). ``key`` switches dropout on."""
         if self.readout == "last":
+            if ys.shape[1] == 0:
+                raise ValueError(f"xs has no time steps (outputs of shape {ys.shape}); "
+                                 "readout 'last' needs at least one step to read")
             if lengths is None:
                 ys = ys[:, -1]
             else:

@@ -119,7 +119,10 @@ def configure(config: Config, point: dict) -> Config:
     return dataclasses.replace(config, **fields)
 
 
-def _check_grid(config: Config, grid: dict) -> None:
+def _check_grid(config: Config, grid: dict) -> dict[str, list[float]]:
+    """The grid with each axis as Python numbers (:func:`_grid_values`), every value checked
+    against the config."""
+    checked = {}
     for name, values in grid.items():
         if name not in CONFIG_AXES:
             if config.cell is None:
@@ -135,16 +138,29 @@ def _check_grid(config: Config, grid: dict) -> None:
                 raise ValueError(f"grid axis {name!r}: the cell's option is {current!r}; only "
                                  "options whose value is a float can be swept (others may "
                                  "change shapes or the program: run one sweep per value)")
-        if isinstance(values, np.ndarray) and values.ndim == 1:
-            values = values.tolist()
-        if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence)
-                or len(values) == 0):
-            raise ValueError(f"grid axis {name!r} must be a non-empty list of numbers; got "
-                             f"{values!r}")
-        for value in values:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"grid axis {name!r} must hold numbers; got {value!r}")
+        checked[name] = _grid_values(name, values)
+        for value in checked[name]:
             _validate(configure(config, {name: value}))
+    return checked
+
+
+def _grid_values(name: str, values) -> list[float]:
+    """A grid axis as Python numbers: a list or tuple of numbers (Python, NumPy or 0-d JAX
+    arrays) or a 1-d NumPy or JAX array; anything else is refused with the axis named."""
+    if getattr(values, "ndim", None) == 1 and not isinstance(values, (str, bytes)):
+        values = np.asarray(values).tolist()
+    if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence)
+            or len(values) == 0):
+        raise ValueError(f"grid axis {name!r} must be a non-empty list of numbers; got "
+                         f"{values!r}")
+    numbers = []
+    for value in values:
+        if getattr(value, "ndim", None) == 0 and not isinstance(value, (str, bytes)):
+            value = np.asarray(value).item()  # a NumPy or 0-d JAX scalar
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"grid axis {name!r} must hold numbers; got {value!r}")
+        numbers.append(value)
+    return numbers
 
 
 def _describe(value: Any) -> Any:
@@ -273,7 +289,7 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     seeds = int(seeds)
     checks.key(key, "key")
     _validate(config)
-    _check_grid(config, grid)
+    grid = _check_grid(config, grid)
     num_evals = config.steps // config.eval_every
     chunk = _default_chunk(num_evals) if chunk_evals is None else chunk_evals
     if isinstance(chunk, np.integer):

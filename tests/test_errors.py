@@ -555,3 +555,23 @@ def test_make_cell_shape_slips_name_the_function_and_both_shapes():
     with pytest.raises(jax.errors.TracerBoolConversionError):
         gr.unroll(gr.make_cell(init, lambda p, h, u: (h, h) if u.sum() > 0 else (h, h),
                                hidden_size=8, project=project), params, xs)
+
+
+def test_numpy_and_jax_scalars_and_arrays_are_grid_values(tmp_path):
+    lists = gr.sweep(_tiny_config(), progress=False, learning_rate=[1e-3, 1e-2])
+    for grid in ([jnp.asarray(1e-3), np.float32(1e-2)], jnp.asarray([1e-3, 1e-2]),
+                 np.asarray([1e-3, 1e-2])):
+        result = gr.sweep(_tiny_config(), progress=False, learning_rate=grid)
+        np.testing.assert_array_equal(result.metrics["loss"], lists.metrics["loss"])
+    with pytest.raises(ValueError, match="grid axis 'learning_rate' must be a non-empty list"):
+        gr.sweep(_tiny_config(), progress=False, learning_rate=np.float32(1e-3))
+
+
+def test_a_last_step_readout_of_no_steps_is_refused():
+    model = gr.models.sequence_model(gr.lstm(H), 2)
+    params = model.init(jax.random.key(0), I)
+    with pytest.raises(ValueError, match="xs has no time steps .* readout 'last' needs at "
+                                         "least one step"):
+        model.apply(params, jnp.ones((2, 0, I)))
+    every = gr.models.sequence_model(gr.lstm(H), 2, readout="all")
+    assert every.apply(params, jnp.ones((2, 0, I))).shape == (2, 0, 2)
