@@ -575,3 +575,53 @@ def test_a_last_step_readout_of_no_steps_is_refused():
         model.apply(params, jnp.ones((2, 0, I)))
     every = gr.models.sequence_model(gr.lstm(H), 2, readout="all")
     assert every.apply(params, jnp.ones((2, 0, I))).shape == (2, 0, 2)
+
+
+def _declared_linear(core):
+    def init(key, input_size):
+        return {"w": jax.random.normal(key, (input_size, H)),
+                "A": 0.3 * jax.random.normal(jax.random.fold_in(key, 1), (H, H))}
+
+    return gr.make_cell(init, core, hidden_size=H, project=lambda p, x: x @ p["w"],
+                        linear=True), init(jax.random.key(0), I)
+
+
+def _dense(params, h, u_t):
+    h = h @ params["A"] + u_t
+    return h, h
+
+
+def _nonlinear(params, h, u_t):
+    h = jnp.tanh(0.5 * h + u_t)
+    return h, h
+
+
+def _other_readout(params, h, u_t):
+    h = 0.5 * h + u_t
+    return h, jnp.tanh(h)
+
+
+@pytest.mark.parametrize("core, match", [
+    (_dense, "its new carry is not a \\* carry \\+ b elementwise.*a dense h @ A is not one"),
+    (_nonlinear, "its new carry is not a \\* carry \\+ b elementwise"),
+    (_other_readout, "core's h_t .* is not output\\(carry\\)"),
+], ids=["dense", "nonlinear", "readout"])
+def test_a_false_linear_declaration_is_refused_not_computed_wrongly(core, match):
+    cell, params = _declared_linear(core)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, I))
+    for run in (lambda: gr.unroll(cell, params, xs, method="associative"),
+                lambda: jax.jit(lambda p: gr.unroll(cell, p, xs, method="associative"))(params)):
+        with pytest.raises(ValueError, match=match):
+            run()
+    gr.unroll(cell, params, xs)  # the sequential path runs it as written
+
+
+def test_a_true_linear_declaration_runs_both_ways_alike():
+    def core(params, h, u_t):  # a diagonal recurrence with input-dependent decay
+        h = jax.nn.sigmoid(u_t) * h + u_t
+        return h, h
+
+    cell, params = _declared_linear(core)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, I))
+    np.testing.assert_allclose(gr.unroll(cell, params, xs, method="associative")[1],
+                               gr.unroll(cell, params, xs)[1], atol=1e-5)
