@@ -37,11 +37,13 @@ import platform
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 import gatedrnn as gr
@@ -579,25 +581,24 @@ def tuning_section(run: Run) -> list[str]:
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2),
                              layout="constrained", squeeze=False)
     for ax, (group, cells) in zip(axes[0], groups):
-        first = next(iter(cells.values()))
-        gr.plots.against(first.rates, {n: t.validation.T for n, t in cells.items()},
-                         xlabel="learning rate", ylabel=f"final validation "
-                         f"{first.objective.metric}", log_x=True, log_y=first.objective.log,
-                         title=group, ax=ax)
+        _tuning_panel(ax, group, cells)
     savefig(fig, run.out / "tuning.png")
     lines = ["## Tuning", "", "Each cell at its own learning rate, chosen on the validation "
              "split (never the test data) by the best mean over seeds of the final "
              f"{next(iter(groups[0][1].values())).objective.describe()}. Values are means over "
              f"{run.settings['seeds']} seeds; the test column is at the chosen rate.", ""]
     for group, cells in groups:
-        rates = next(iter(cells.values())).rates
+        # cells of one comparison may have grids of their own (a tanh RNN's smaller rates)
+        rates = sorted({float(r) for t in cells.values() for r in t.rates})
         metric = next(iter(cells.values())).objective.metric
         lines += [f"**{group}**", "", "| cell | " + " | ".join(f"{r:g}" for r in rates)
                   + f" | chosen | test {metric} | converged (last-20% gain) |",
                   "|---|" + "---|" * (len(rates) + 3)]
         for name, t in cells.items():
-            means = [fmt_value(v) for v in np.mean(t.validation, axis=1)]
-            means[t.index] = f"**{means[t.index]}**"
+            mean = dict(zip(map(float, t.rates), np.mean(t.validation, axis=1)))
+            means = [fmt_value(mean[r]) if r in mean else "-" for r in rates]
+            chosen = rates.index(float(t.rate))
+            means[chosen] = f"**{means[chosen]}**"
             flags = ("" if t.tuned else ", grid too narrow") + (
                 ", at the grid's edge" if t.edge else "") + (
                 "" if t.source == "this run" else f", from `{t.source}`")
@@ -606,6 +607,33 @@ def tuning_section(run: Run) -> list[str]:
                          f"{'yes' if t.converged else 'no'} ({t.improvement:.3g}) |")
         lines.append("")
     return lines + ["![validation metric against learning rate](tuning.png)", ""]
+
+
+def _tuning_panel(ax, group: str, cells: dict) -> None:
+    """The final validation metric against the learning rate, each cell on its own grid:
+    the median over seeds and the 10-90% band (a diverged seed leaves a gap)."""
+    objective = next(iter(cells.values())).objective
+    for i, (name, t) in enumerate(cells.items()):
+        values = np.asarray(t.validation, np.float64)  # [G, S]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.log10(values) if objective.log else values
+        values = np.where(np.isfinite(values), values, np.nan)
+        with warnings.catch_warnings():  # a rate where every seed diverged: a gap
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(values, axis=1)
+            low, high = np.nanpercentile(values, [10, 90], axis=1)
+        ax.plot(t.rates, median, "o-", color=f"C{i}", lw=2, label=f"{name} (median of "
+                f"{values.shape[1]})")
+        ax.fill_between(t.rates, low, high, color=f"C{i}", alpha=0.2, lw=0)
+        ax.plot([t.rate], [median[t.index]], "*", color=f"C{i}", ms=14, mec="k")
+    rates = sorted({float(r) for t in cells.values() for r in t.rates})
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel="learning rate (star: chosen)", title=group,
+           ylabel=("log10 " if objective.log else "") + f"final validation {objective.metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def fmt_value(v: float) -> str:
