@@ -68,7 +68,8 @@ def adding(seq_len: int, *, variant: str = "arjovsky") -> Task:
     The loss is the mean squared error of a scalar prediction from the last step. The task is
     ``solved`` when the MSE is below a tenth of the constant baseline.
     """
-    if not isinstance(seq_len, int) or seq_len < (20 if variant == "hochreiter" else 2):
+    if (not isinstance(seq_len, (int, np.integer)) or isinstance(seq_len, bool)
+            or seq_len < (20 if variant == "hochreiter" else 2)):
         raise ValueError(f"seq_len must be an int >= 2 (>= 20 for 'hochreiter'); got {seq_len!r}")
     if variant not in ("arjovsky", "hochreiter"):
         raise ValueError(f"variant must be 'arjovsky' or 'hochreiter'; got {variant!r}")
@@ -128,7 +129,7 @@ def _accuracy(logits, labels, mask=None):
 
 
 def _check_int(value, name, low):
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
 
 

@@ -625,3 +625,11 @@ def test_a_true_linear_declaration_runs_both_ways_alike():
     xs = jax.random.normal(jax.random.key(1), (2, 6, I))
     np.testing.assert_allclose(gr.unroll(cell, params, xs, method="associative")[1],
                                gr.unroll(cell, params, xs)[1], atol=1e-5)
+
+
+def test_tasks_take_numpy_integer_sizes():
+    for make, size in ((gr.tasks.adding, np.int64(5)), (gr.tasks.copy, np.int32(5)),
+                       (gr.tasks.counting, np.int64(4)), (gr.tasks.parity, np.int64(6))):
+        plain = make(int(size)).sample(jax.random.key(0), 3)
+        numpy = make(size).sample(jax.random.key(0), 3)
+        jax.tree.map(np.testing.assert_array_equal, numpy, plain)
