@@ -188,3 +188,20 @@ def test_claim_rows_carry_the_rates_convergence_and_scale_and_the_report_counts_
     assert ("4 claims: 1 agree, 2 differ, 1 inconclusive; 3 tested in the paper's setting "
             "(1 agree, 1 differ, 1 inconclusive); 0 recorded at one learning rate, before "
             "the protocol.") in text
+
+
+def test_the_tuning_table_and_figure_put_each_cell_on_its_own_grid(tmp_path):
+    run = _run(tmp_path)
+    gated = fake_tuned("LSTM")._replace(validation=np.full((4, 5), 0.01),
+                                        test={"loss": np.full(5, 0.01)})
+    small = common.Tuned("tanh RNN", np.array([1e-4, 3e-4, 1e-3]), 0, 1e-4,
+                         np.array([[0.1] * 5, [0.2] * 5, [np.inf] * 5]), np.ones((5, 10)),
+                         np.arange(1, 11), {"loss": np.full(5, 0.1)}, True, 0.0, False,
+                         False, LOSS, None, 0)
+    run.tuning["adding"] = {"LSTM": gated, "tanh RNN": small}
+    lines = common.tuning_section(run)
+    assert lines[6].startswith("| cell | 0.0001 | 0.0003 | 0.001 | 0.003 | 0.01 | 0.03 | chosen |")
+    assert lines[8].startswith("| LSTM | - | - | 0.01 | **0.01** | 0.01 | 0.01 | 0.003 |")
+    assert lines[9].startswith("| tanh RNN | **0.1** | 0.2 | non-finite | - | - | - | 0.0001, "
+                               "grid too narrow |")
+    assert (tmp_path / "tuning.png").stat().st_size > 0
