@@ -17,8 +17,8 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # last: test_experiments.py alone (a module fixture that runs every experiment) is about a
 # quarter of the suite's CPU time, and started mid-run it kept CI 2 minutes past an even
 # split of the work.
-LONG_FILES_FIRST = ("test_experiments.py", "test_deferred.py", "test_sweeps.py",
-                    "test_benchmarks.py", "test_unroll.py")
+LONG_FILES_FIRST = ("test_experiments.py", "test_paper_scale.py", "test_deferred.py",
+                    "test_sweeps.py", "test_benchmarks.py", "test_unroll.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -200,37 +200,3 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match="is a file, not a folder"):
         gradient_flow.main(["--quick", "--out-dir", str(tmp_path / "file")])
-
-
-# every experiment's paper-scale configuration, with fewer cells where that keeps a claim
-PAPER_FLAGS = {
-    "gradient_flow": ["--cells", "rnn", "lstm"],
-    "adding_problem": ["--cells", "lstm"],
-    "copy_task": ["--cells", "lstm", "--hidden", "40"],
-    "counting": ["--architectures", "wide"],
-    "init_ablation": [],
-    "sensitivity": ["--cells", "lstm"],
-    "cost": ["--cells", "lstm", "gru", "--repeats", "2"],
-    "digits": ["--models", "rnn", "lstm"],
-    "state_tracking": ["--cells", "rnn", "min_gru_neg", "--test-batch", "8"],
-    "char_lm": ["--cells", "lstm", "gru"],
-}
-
-
-def test_every_experiment_has_a_paper_scale_check():
-    assert sorted(PAPER_FLAGS) == sorted(EXPERIMENTS)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, flags", PAPER_FLAGS.items())
-def test_paper_scale_configurations_build_and_train_a_few_steps(tmp_path, name, flags):
-    import importlib
-
-    module = importlib.import_module(f"experiments.{name}")
-    payload = module.main(["--scale", "paper", "--steps", "2", "--seeds", "2",
-                           "--out-dir", str(tmp_path), *flags])
-    paper = {**module.SIZES["cpu"], **module.SIZES["paper"]}
-    for key, value in module.SIZES["paper"].items():
-        if key not in ("steps", "seeds"):
-            assert payload["settings"][key] == paper[key]
-    assert payload["scale"] == "paper" and payload["claims"]

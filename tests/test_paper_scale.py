@@ -1,0 +1,53 @@
+"""Every experiment's ``--scale paper`` configuration builds and trains a few steps.
+
+A file of its own so that pytest-xdist (``--dist loadfile``) runs it beside
+``test_experiments.py`` rather than after it. Each run keeps the paper's sizes but trains
+fewer cells, two learning rates and, where the paper's longest settings would take minutes
+of evaluation on 2 cores, one of its settings (the shortest gap, one hidden size): what the
+test shows is that the paper's configuration is valid and trains, not its results.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from experiments import report  # noqa: E402
+
+TWO_RATES = ["--learning-rates", "1e-3", "1e-2"]
+PAPER_FLAGS = {
+    "gradient_flow": ["--cells", "rnn", "lstm", *TWO_RATES],
+    "adding_problem": ["--cells", "lstm", "--seq-lens", "100", *TWO_RATES],
+    "copy_task": ["--cells", "lstm", "--hidden", "40", "--seq-lens", "100", *TWO_RATES],
+    "counting": ["--architectures", "wide", *TWO_RATES],
+    "init_ablation": [*TWO_RATES, "--rnn-learning-rates", "1e-4", "1e-3"],
+    "sensitivity": ["--cells", "lstm", "--hidden-sizes", "32", *TWO_RATES],
+    "cost": ["--cells", "lstm", "gru", "--repeats", "2", "--hidden-sizes", "128",
+             *TWO_RATES],
+    "digits": ["--models", "rnn", "lstm", *TWO_RATES],
+    "state_tracking": ["--cells", "rnn", "min_gru_neg", "--test-batch", "8", *TWO_RATES],
+    "char_lm": ["--cells", "lstm", "gru", *TWO_RATES],
+}
+
+
+def test_every_experiment_has_a_paper_scale_check():
+    assert sorted(PAPER_FLAGS) == sorted(report.EXPERIMENTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, flags", PAPER_FLAGS.items())
+def test_paper_scale_configurations_build_and_train_a_few_steps(tmp_path, name, flags):
+    module = importlib.import_module(f"experiments.{name}")
+    payload = module.main(["--scale", "paper", "--steps", "2", "--seeds", "2",
+                           "--out-dir", str(tmp_path), *flags])
+    paper = {**module.SIZES["cpu"], **module.SIZES["paper"]}
+    given = {flag[2:].replace("-", "_") for flag in flags if flag.startswith("--")}
+    for key in module.SIZES["paper"]:
+        if key not in ("steps", "seeds", *given):
+            assert payload["settings"][key] == paper[key], key
+    assert payload["scale"] == "paper" and payload["claims"]
