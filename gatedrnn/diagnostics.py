@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
@@ -92,7 +93,8 @@ def _cell_view(layer, params, xs, index):
         if layers is None:
             raise ValueError(f"layer={index!r} selects a layer of a stack; got a "
                              f"{type(layer).__name__}")
-        if not isinstance(index, int) or not 0 <= index < len(layers):
+        if (not isinstance(index, (int, np.integer)) or isinstance(index, bool)
+                or not 0 <= index < len(layers)):
             raise ValueError(f"layer must be an int in [0, {len(layers) - 1}]; got {index!r}")
         if index > 0:
             below = layer.rebuild(layers=layers[:index])

@@ -627,6 +627,19 @@ def test_a_true_linear_declaration_runs_both_ways_alike():
                                gr.unroll(cell, params, xs)[1], atol=1e-5)
 
 
+def test_models_and_diagnostics_take_numpy_integers():
+    model = gr.models.sequence_model(gr.lstm(H), np.int64(2), embed=np.int32(3))
+    xs = jnp.ones((2, 5, I))
+    assert model.apply(model.init(jax.random.key(0), I), xs).shape == (2, 2)
+    net = gr.stack([gr.lstm(H), gr.gru(H)])
+    params = net.init(jax.random.key(0), I)
+    np.testing.assert_array_equal(
+        gr.diagnostics.gradient_norms(net, params, xs, jnp.sum, layer=np.int64(1)).log10,
+        gr.diagnostics.gradient_norms(net, params, xs, jnp.sum, layer=1).log10)
+    with pytest.raises(ValueError, match="output_size must be a positive int; got True"):
+        gr.models.sequence_model(gr.lstm(H), True)
+
+
 def test_tasks_take_numpy_integer_sizes():
     for make, size in ((gr.tasks.adding, np.int64(5)), (gr.tasks.copy, np.int32(5)),
                        (gr.tasks.counting, np.int64(4)), (gr.tasks.parity, np.int64(6))):
