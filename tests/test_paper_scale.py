@@ -2,9 +2,10 @@
 
 A file of its own so that pytest-xdist (``--dist loadfile``) runs it beside
 ``test_experiments.py`` rather than after it. Each run keeps the paper's sizes but trains
-fewer cells, two learning rates and, where the paper's longest settings would take minutes
-of evaluation on 2 cores, one of its settings (the shortest gap, one hidden size): what the
-test shows is that the paper's configuration is valid and trains, not its results.
+fewer cells, two learning rates and, where the paper's settings would take minutes of
+evaluation on 2 cores, a smaller one (the shortest gap, one hidden size, the diagnostics on
+8 sequences): what the test shows is that the paper's configuration is valid and trains,
+not its results.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from experiments import report  # noqa: E402
 
 TWO_RATES = ["--learning-rates", "1e-3", "1e-2"]
 PAPER_FLAGS = {
-    "gradient_flow": ["--cells", "rnn", "lstm", *TWO_RATES],
+    "gradient_flow": ["--cells", "rnn", "lstm", "--diag-batch", "8", *TWO_RATES],
     "adding_problem": ["--cells", "lstm", "--seq-lens", "100", *TWO_RATES],
     "copy_task": ["--cells", "lstm", "--hidden", "40", "--seq-lens", "100", *TWO_RATES],
     "counting": ["--architectures", "wide", *TWO_RATES],
