@@ -126,13 +126,10 @@ def _first_solved(task, curves, steps) -> np.ndarray:
 
 
 def _log_ratio(a, b) -> tuple[dict, int]:
-    """The t interval of ``log10(a / b)`` over the seeds where both are finite, and their
-    count."""
+    """The t interval of ``log10(a / b)`` over the seeds where both are finite (NaN with
+    fewer than two), and their count."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     both = np.isfinite(a) & np.isfinite(b)
-    if both.sum() < 2:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"),
-                "n": int(both.sum()), "nonfinite": 0}, int(both.sum())
     return common.interval(np.log10(a[both] / b[both])), int(both.sum())
 
 

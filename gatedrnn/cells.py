@@ -253,26 +253,12 @@ def _describe_tree(tree: Any) -> str:
 
 
 def _check_arity(fn: Callable, name: str, form: str, count: int, other: Callable) -> None:
-    """``fn`` must accept ``count`` positional arguments (``form``); one that accepts the
-    other function's count instead was most likely passed in the other's place."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # no signature to read: calling it will tell
-        return
-    try:
-        signature.bind(*[None] * count)
-    except TypeError:
-        hint = "; init and core may be swapped" if _binds(other, count) else ""
-        raise TypeError(f"{name} must be {form}; got {getattr(fn, '__name__', name)}"
-                        f"{signature}{hint}") from None
-
-
-def _binds(fn: Callable, count: int) -> bool:
-    try:
-        inspect.signature(fn).bind(*[None] * count)
-    except (TypeError, ValueError):
-        return False
-    return True
+    """``fn`` must accept ``count`` positional arguments (``form``); one that does not while
+    the other function does was most likely passed in the other's place."""
+    if checks.takes_positional(fn, count) is False:
+        hint = "; init and core may be swapped" if checks.takes_positional(other, count) \
+            else ""
+        raise TypeError(f"{name} must be {form}; got {checks.signature_of(fn)}{hint}")
 
 
 def make_cell(

@@ -6,6 +6,7 @@ under ``jit`` or ``vmap`` only a checked run can look at them."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,25 @@ def key(value: Any, name: str = "key", *, required: bool = False) -> None:
             dtype == jnp.uint32 and jnp.shape(value)[-1:] == (2,))):
         raise TypeError(f"{name} must be a PRNG key from jax.random.key(seed); got "
                         f"{type(value).__name__} {value!r}")
+
+
+def takes_positional(fn: Any, count: int) -> bool | None:
+    """Whether ``fn`` can be called with ``count`` positional arguments; ``None`` when it has
+    no signature to read (a builtin: calling it will tell)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*[None] * count)
+    except TypeError:
+        return False
+    return True
+
+
+def signature_of(fn: Any) -> str:
+    """``name(args)`` of a callable, for messages."""
+    return f"{getattr(fn, '__name__', type(fn).__name__)}{inspect.signature(fn)}"
 
 
 def batch_shape(value: Any) -> tuple:

@@ -16,7 +16,6 @@ Everything is a pure function of ``params`` and ``xs``: it jit-compiles, vmaps o
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from typing import Any
 
@@ -150,15 +149,10 @@ def _check_loss_fn(loss_fn) -> None:
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable ys [B, T, H] -> scalar loss, e.g. "
                         f"lambda ys: ys[:, -1].sum(); got {type(loss_fn).__name__}")
-    try:
-        inspect.signature(loss_fn).bind(None)
-    except TypeError:
+    if checks.takes_positional(loss_fn, 1) is False:
         raise TypeError(f"loss_fn must take one argument, the outputs ys [B, T, H]; got "
-                        f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)}"
-                        f"{inspect.signature(loss_fn)}: close over anything else (targets, "
-                        "params), e.g. lambda ys: loss(ys, targets)") from None
-    except ValueError:  # no signature to read (a builtin): calling it will tell
-        pass
+                        f"{checks.signature_of(loss_fn)}: close over anything else "
+                        "(targets, params), e.g. lambda ys: loss(ys, targets)")
 
 
 def _check_given_carry(carry, cell, params, batch: int, dtype) -> None:
