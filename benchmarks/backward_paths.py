@@ -4,10 +4,10 @@ derivative of the scan (``backward="scan"``):
 
 - ``unroll=2`` and ``unroll=4``: ``lax.scan``'s loop unrolling, applied by JAX to the
   forward and the transposed (backward) scan alike;
-- ``deferred``: ``gr.unroll(..., backward="deferred")``, the params' and inputs' gradients
+- ``deferred``: ``gr.ScanOptions(backward="deferred")``, the params' and inputs' gradients
   taken after the backward scan, for all ``T*B`` rows at once, so that the backward loop
   carries only the carry's cotangent (what cuDNN does for the weight gradient; see
-  :func:`gatedrnn.unroll.deferred_scan`), which ``backward="auto"`` takes on the CPU for 1 to
+  :func:`gatedrnn.scan.deferred_scan`), which ``backward="auto"`` takes on the CPU for 1 to
   16 rows;
 - ``carry only``: ``jax.grad`` in the initial carry alone (the params held fixed), the
   same scan without any weight gradient: a bound on what deferring the weight gradients
@@ -33,7 +33,7 @@ Command: ``python benchmarks/backward_paths.py [--shape B T I H] [--repeats 7]``
 seconds on a 2-core CPU at the default latency shape (B=1, T=1000, I=1, H=128), 40 at
 B=64, T=256, I=64, H=256. Prints the largest relative gradient difference of any path
 (but ``carry only``) from ``jax.grad`` and two tables of medians in ms. The figures are in
-benchmarks/RESULTS.md, and ``backward="auto"``'s rule (``gatedrnn.unroll.DEFER_ROWS``) and
+benchmarks/RESULTS.md, and ``backward="auto"``'s rule (``gatedrnn.scan.DEFER_ROWS``) and
 ``gr.recurrent_matmul``'s (``gatedrnn.cells.TRANSPOSED_COPY_ROWS``) were chosen from them.
 """
 
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import gatedrnn as gr
 from gatedrnn import cells
 
-unroll_module = sys.modules["gatedrnn.unroll"]  # the module: gr.unroll is the function
+unroll_module = sys.modules["gatedrnn.scan"]
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
@@ -72,7 +72,7 @@ def gradient_paths(cell, xs) -> dict:
         return jax.jit(jax.grad(lambda p, c: _sum_sq(run(p, c)[1]), argnums=argnums))
 
     def plain(p, c, backward="scan", **options):
-        return gr.unroll(cell, p, xs, c, backward=backward, **options)
+        return gr.unroll(cell, p, xs, c, options=gr.ScanOptions(**options, backward=backward))
 
     def deferred():  # a new jitted function each: jax.jit keeps one trace per function
         return grad(functools.partial(plain, backward="deferred"))

@@ -1,7 +1,7 @@
 """Where the input projection goes when ``remat`` checkpoints, and what each place costs.
 
 With ``remat`` checkpointing segments of ``k`` steps, ``gr.unroll`` computes a hoisted
-projection per segment, inside the checkpoint (``hoist_projection=True``, and ``"auto"``
+projection per segment, inside the checkpoint (``hoist=True``, and ``"auto"``
 off the CPU), so it is recomputed with its segment instead of stored whole. This script
 measures, for forward+backward (``jax.grad`` of ``sum(ys ** 2)`` in the params) at one shape,
 XLA's planned temporaries and the median time of: the default, the projection hoisted per
@@ -36,12 +36,13 @@ def measure(kind: str, shape: tuple, remat: int, repeats: int) -> dict:
     cell = getattr(gr, kind)(H)
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
-    variants = {"default": {}, "hoisted per segment": dict(remat=remat, hoist_projection=True),
-                "per step": dict(remat=remat, hoist_projection=False),
+    variants = {"default": {}, "hoisted per segment": dict(remat=remat, hoist=True),
+                "per step": dict(remat=remat, hoist=False),
                 "remat=False": dict(remat=False)}
     compiled, out = {}, {}
     for name, options in variants.items():
-        grad = jax.grad(lambda p, x, o=options: jnp.sum(gr.unroll(cell, p, x, **o)[1] ** 2))
+        grad = jax.grad(lambda p, x, o=gr.ScanOptions(**options): jnp.sum(
+            gr.unroll(cell, p, x, options=o)[1] ** 2))
         compiled[name] = jax.jit(grad).lower(params, xs).compile()
         out[name] = {"temp_mib": compiled[name].memory_analysis().temp_size_in_bytes / 2**20}
     times = interleaved({n: lambda c=c: c(params, xs) for n, c in compiled.items()}, repeats)

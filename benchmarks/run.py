@@ -108,7 +108,7 @@ def gatedrnn_fns(kind: str, xs: jax.Array, key, H: int, **options) -> tuple:
     """``(forward, forward+backward)`` zero-argument callables for ``gr.<kind>(H)`` unrolled
     over ``xs [B, T, I]`` with ``options`` passed to :func:`gatedrnn.unroll`."""
     cell = getattr(gr, kind)(H)
-    return _timed_pair(lambda p, x: gr.unroll(cell, p, x, **options)[1],
+    return _timed_pair(lambda p, x: gr.unroll(cell, p, x, options=gr.ScanOptions(**options))[1],
                        cell.init(key, xs.shape[-1]), xs)
 
 
@@ -228,12 +228,12 @@ def _timed_cases(kinds: tuple, shapes: list, repeats: int, log, candidates,
 
 def cell_cases(shapes: list, repeats: int, log) -> list[dict]:
     """Forward and forward+backward times of every cell at every shape, with our variants
-    (the default arguments, and each choice of ``hoist_projection``) and the peers: the JAX
+    (the default arguments, and each choice of ``ScanOptions.hoist``) and the peers: the JAX
     ones interleaved in this process, PyTorch in its own."""
     def candidates(kind, xs, key, H):
         return {"gatedrnn": gatedrnn_fns(kind, xs, key, H),
-                "gatedrnn hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=True),
-                "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H, hoist_projection=False),
+                "gatedrnn hoisted": gatedrnn_fns(kind, xs, key, H, hoist=True),
+                "gatedrnn not hoisted": gatedrnn_fns(kind, xs, key, H, hoist=False),
                 **peers(kind, xs, key, H)}
 
     def pytorch(kind, B, T, I, H, repeats):
@@ -300,7 +300,8 @@ else:
     cell = gr.lstm(H)
     params = cell.init(jax.random.key(0), I)
     remat = {"default": "auto", "remat=False": False, "remat=True": True}[which]
-    grad = jax.grad(lambda p, x: jnp.sum(gr.unroll(cell, p, x, remat=remat)[1] ** 2))
+    grad = jax.grad(lambda p, x: jnp.sum(gr.unroll(cell, p, x,
+                                                   options=gr.ScanOptions(remat=remat))[1] ** 2))
     xs = jnp.asarray(x)
     compiled = jax.jit(grad).lower(params, xs).compile()  # compiling is in the baseline
     run = lambda: jax.block_until_ready(compiled(params, xs))

@@ -47,7 +47,7 @@ def variants(factors: list[int], hoist: str) -> dict[str, dict]:
     factor hoisted and projected per step."""
     if hoist == "auto":
         return {f"unroll={k}": {"unroll": k} for k in factors}
-    return {f"unroll={k}, {label}": {"unroll": k, "hoist_projection": value}
+    return {f"unroll={k}, {label}": {"unroll": k, "hoist": value}
             for k in factors for label, value in (("hoisted", True), ("per step", False))}
 
 
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
                         metavar="B,T,I,H")
     parser.add_argument("--hoist", choices=["auto", "both"], default="auto",
                         help="'both': each factor with the input projection hoisted and per "
-                             "step (default: hoist_projection='auto')")
+                             "step (default: hoist='auto')")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     if min(args.factors) < 1 or args.repeats < 1:

@@ -247,11 +247,13 @@ class Run:
         self.tuning: dict[str, dict[str, Tuned]] = {}  # group -> label -> the cell's tuning
         self.switches: dict[str, bool] = {}
 
-    def sweep(self, label: str, config: gr.train.Config, **grid) -> gr.SweepResult:
+    def sweep(self, label: str, config: gr.train.Config,
+              grid: dict | None = None) -> gr.SweepResult:
         """``gr.sweep`` of ``config`` over ``settings["seeds"]`` seeds and ``grid``, stored in
         ``out/sweeps/<label>-<hash>``: the hash covers the config, seeds and grid, so a run
         with other settings trains anew while the same run resumes or loads its results."""
         self._sweeps += 1
+        grid = grid or {}
         seeds = self.settings["seeds"]
         identity = json.dumps([gr.sweeps.describe_config(config), seeds,
                                {k: list(map(float, v)) for k, v in grid.items()},
@@ -264,8 +266,8 @@ class Run:
               + "".join(f" x {len(v)} {k}" for k, v in grid.items())
               + f", {config.steps} steps" + (" (finished earlier: loading)" if finished else ""),
               flush=True)
-        return gr.sweep(config, seeds=seeds, out_dir=out_dir,
-                        key=jax.random.key(self.settings["seed"]), **grid)
+        return gr.sweep(config, seeds=seeds, grid=grid, out_dir=out_dir,
+                        key=jax.random.key(self.settings["seed"]))
 
     def tune(self, group: str, name: str, config: gr.train.Config,
              objective: Objective = Objective(), *, rates=None,
@@ -301,7 +303,7 @@ class Run:
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "", f"{name}-{group}")
         if record is not None:
             rates = [float(record["chosen_rate"])]
-        result = self.sweep(tag, config, learning_rate=rates)
+        result = self.sweep(tag, config, grid={"learning_rate": rates})
         metric = np.asarray(result.metrics[objective.metric], np.float64)  # [G, S, E]
         at = select_rate(metric[:, :, -1], objective)
         keys = jax.random.split(jax.random.key(seed), self.settings["seeds"])

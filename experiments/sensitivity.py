@@ -111,7 +111,8 @@ def main(argv=None) -> dict:
         for H in Hs:
             config = gr.train.Config(cell=common.CELLS[name](H), task=task,
                                      steps=s["steps"], batch_size=s["batch_size"])
-            result = run.sweep(f"{name}-H{H}", config, learning_rate=lrs, dropout=drops)
+            result = run.sweep(f"{name}-H{H}", config,
+                               grid={"learning_rate": lrs, "dropout": drops})
             losses.append(common.final(result, "loss"))
         # [lr, dropout, H, seed]; the grid's first axis (learning rate) varies slowest
         loss = np.stack(losses, axis=1).reshape(len(lrs), len(drops), len(Hs), -1)

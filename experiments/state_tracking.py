@@ -136,7 +136,8 @@ def accuracy_fn(cell, model, method: str):
     """``(params [S, ...], xs, targets, lengths) -> [S]`` accuracy at each string's last
     token, the cell unrolled by ``method``."""
     def one(params, xs, targets, lengths):
-        ys = gr.unroll(cell, params["rnn"], xs, lengths=lengths, method=method)[1]
+        ys = gr.unroll(cell, params["rnn"], xs, lengths=lengths,
+                       options=gr.ScanOptions(method=method))[1]
         logits = model.head(params, ys, lengths)
         return jnp.mean(jnp.argmax(logits, -1) == targets)
     return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))

@@ -37,10 +37,10 @@ from gatedrnn.cells import (
     recurrent_matmul,
     rnn,
 )
-from gatedrnn.sweeps import sweep
-from gatedrnn.unroll import (
+from gatedrnn.scan import (
     Bidirectional,
     BidirectionalCarry,
+    ScanOptions,
     Stack,
     bidirectional,
     check_layer,
@@ -48,6 +48,7 @@ from gatedrnn.unroll import (
     stack,
     unroll,
 )
+from gatedrnn.sweeps import sweep
 from gatedrnn.wrappers import DropoutCarry, learned_initial_carry, recurrent_dropout
 
 __version__ = "0.2.0"
@@ -56,7 +57,7 @@ workarounds.apply_on_import()
 
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
-    "Layer", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",
+    "Layer", "ScanOptions", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",
     "check_layer", "diagnostics", "gru", "interop", "learned_initial_carry", "lru", "lstm",
     "make_cell", "min_gru", "min_lstm", "models", "modules", "num_params", "plots",
     "recurrent_dropout", "recurrent_matmul", "reverse_valid", "rnn", "stack", "sweep", "sweeps",

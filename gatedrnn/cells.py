@@ -83,12 +83,11 @@ class SequenceLayer(Layer, Protocol):
     """A layer that needs the whole sequence (a stack, a bidirectional pair, a user's own)."""
 
     def run(self, params: Params, xs: Array, carry: Carry, *, lengths, reverse, resets, key,
-            options: dict):
+            options):
         """``(carry, ys)`` for time-major ``xs [T, *B, I]``; ``carry`` may be ``None``.
-        ``options`` holds :func:`gatedrnn.unroll`'s remaining keywords (``unroll``, ``remat``,
-        ``hoist_projection``, ``method``): run sublayers with ``gr.unroll(sub, p, xs, c,
-        time_major=True, lengths=lengths, reverse=reverse, resets=resets, key=k,
-        **options)``."""
+        ``options`` is the run's :class:`gatedrnn.ScanOptions`: run sublayers with
+        ``gr.unroll(sub, p, xs, c, time_major=True, lengths=lengths, reverse=reverse,
+        resets=resets, key=k, options=options)``."""
 
 
 class Cell(NamedTuple):
@@ -136,6 +135,15 @@ class Cell(NamedTuple):
     linear: bool = False
     factory: Callable[..., Cell] | None = None
 
+    def __repr__(self) -> str:
+        """The cell's kind, sizes and config (functions by name), not its functions'
+        addresses."""
+        config = ", ".join(f"{k}={_short_repr(v)}" for k, v in self.config.items())
+        sizes = f"hidden_size={self.hidden_size}" + (
+            f", output_size={self.output_size}" if self.output_size != self.hidden_size else "")
+        return f"Cell(kind={self.kind!r}, {sizes}{', linear=True' if self.linear else ''}, " \
+               f"config={{{config}}})"
+
     def rebuild(self, **changes) -> Cell:
         """The same cell with some options changed: ``factory(**{**config, **changes})``.
 
@@ -152,6 +160,15 @@ class Cell(NamedTuple):
             raise ValueError(f"cell {self.kind!r} has no option {unknown[0]!r}; its options: "
                              f"{sorted(self.config)}")
         return self.factory(**{**self.config, **changes})
+
+
+def _short_repr(value: Any) -> str:
+    if callable(value) and hasattr(value, "__name__"):
+        return value.__name__
+    if isinstance(value, Cell):
+        return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else f"<{type(value).__name__}>"
 
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {

@@ -27,7 +27,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from gatedrnn import checks
 from gatedrnn.cells import make_cell
-from gatedrnn.unroll import _check_lengths, check_inputs, unroll
+from gatedrnn.scan import _check_lengths, check_inputs, unroll
 
 _LN10 = math.log(10.0)
 

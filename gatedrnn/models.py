@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gatedrnn import checks
-from gatedrnn.unroll import unroll
+from gatedrnn.scan import unroll
 
 
 class SequenceModel(NamedTuple):

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from gatedrnn.unroll import unroll
+from gatedrnn.scan import unroll
 
 
 class Recurrent(nn.Module):

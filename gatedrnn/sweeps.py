@@ -1,8 +1,8 @@
 """Multi-seed, multi-hyperparameter sweeps as one sharded, resumable program.
 
-``sweep(config, seeds=8, out_dir="results/x", learning_rate=[1e-3, 3e-3])`` trains every
-(grid point, seed) pair vmapped in one program. The runs axis is sharded over every device
-JAX sees (``jax.devices()``): all local devices, and every host's after
+``sweep(config, seeds=8, grid={"learning_rate": [1e-3, 3e-3]}, out_dir="results/x")``
+trains every (grid point, seed) pair vmapped in one program. The runs axis is sharded over
+every device JAX sees (``jax.devices()``): all local devices, and every host's after
 ``jax.distributed.initialize()``. Training goes in jitted chunks; after each one the metrics
 so far are written to ``out_dir/sweep.json`` and the training state to an orbax checkpoint,
 so an interrupted sweep resumes from its last finished chunk. Finished sweeps leave
@@ -246,9 +246,27 @@ def _default_chunk(num_evals: int) -> int:
     return next(d for d in range(1, num_evals + 1) if num_evals % d == 0 and num_evals // d <= 20)
 
 
-def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None = None,
-          key: Any = None, chunk_evals: int | None = None, progress: bool = True,
-          **grid: Sequence[float]) -> SweepResult:
+def _grid_argument(grid: Any, deprecated: dict) -> dict:
+    """``grid`` as a dict, or the deprecated keyword axes (warned)."""
+    if grid is not None and not isinstance(grid, Mapping):
+        raise TypeError(f"grid must be a dict of axis name -> values; got "
+                        f"{type(grid).__name__} {grid!r}")
+    if not deprecated:
+        return dict(grid or {})
+    if grid is not None:
+        raise TypeError(f"pass the grid either as grid={{...}} or as the deprecated keywords "
+                        f"{sorted(deprecated)}, not both")
+    warnings.warn(f"gr.sweep's grid as keywords ({', '.join(sorted(deprecated))}) is "
+                  f"deprecated and will be removed in the next release; pass grid={{"
+                  f"{', '.join(repr(k) + ': ...' for k in deprecated)}}}",
+                  DeprecationWarning, stacklevel=3)
+    return dict(deprecated)
+
+
+def sweep(config: Config, *, seeds: int = 1, grid: Mapping[str, Sequence[float]] | None = None,
+          out_dir: str | os.PathLike | None = None, key: Any = None,
+          chunk_evals: int | None = None, progress: bool = True,
+          **deprecated_grid: Sequence[float]) -> SweepResult:
     """Trains ``seeds`` seeds at every point of a hyperparameter grid, as one program.
 
     Run ``(g, s)`` equals ``make_train(configure(config, point g))(seed_keys[s])`` with
@@ -265,10 +283,13 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
         chunk_evals: evaluation intervals per jitted chunk (default: at most 20 chunks).
             Each chunk ends with a progress update, a write of the metrics so far and a
             checkpoint.
-        progress: show a progress bar (process 0 only).
-        **grid: axis name -> list of values: a field in ``CONFIG_AXES``, or the path of a
+        grid: axis name -> list of values: a field in ``CONFIG_AXES``, or the path of a
             float option of ``config.cell`` (``forget_bias``; ``layers.0.forget_bias`` in a
             stack; see :func:`get_option`), which rebuilds the cell with a traced value.
+            ``None`` or ``{}``: the config alone.
+        progress: show a progress bar (process 0 only).
+        **deprecated_grid: the grid's axes as keywords, as before ``grid`` (a
+            ``DeprecationWarning``; removed in the next release).
 
     A sweep's record in ``out_dir`` names the config, seeds, grid, key, chunking and a
     :func:`fingerprint` of the training program, with the library and JAX versions; a
@@ -289,7 +310,7 @@ def sweep(config: Config, *, seeds: int = 1, out_dir: str | os.PathLike | None =
     seeds = int(seeds)
     checks.key(key, "key")
     _validate(config)
-    grid = _check_grid(config, grid)
+    grid = _check_grid(config, _grid_argument(grid, deprecated_grid))
     num_evals = config.steps // config.eval_every
     chunk = _default_chunk(num_evals) if chunk_evals is None else chunk_evals
     if isinstance(chunk, np.integer):

@@ -24,7 +24,7 @@ import optax
 from gatedrnn import checks
 from gatedrnn.diagnostics import gradient_norms
 from gatedrnn.models import sequence_model
-from gatedrnn.unroll import check_layer
+from gatedrnn.scan import check_layer
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")

@@ -12,7 +12,7 @@ from jaxtyping import Array
 
 from gatedrnn import checks
 from gatedrnn.cells import cell_factory, make_cell
-from gatedrnn.unroll import check_layer
+from gatedrnn.scan import check_layer
 
 
 class DropoutCarry(NamedTuple):

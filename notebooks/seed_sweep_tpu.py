@@ -62,7 +62,7 @@ print(f"{seeds} seeds x 2 learning rates, hidden {hidden}, adding T={T}, {steps}
 
 # %%
 config = gr.train.Config(cell=gr.lstm(hidden), task=gr.tasks.adding(T), steps=steps)
-result = gr.sweep(config, seeds=seeds, learning_rate=[1e-3, 3e-3])
+result = gr.sweep(config, seeds=seeds, grid={"learning_rate": [1e-3, 3e-3]})
 print("runs:", result.metrics["loss"].shape[:2], "(grid points, seeds)")
 
 # %%

@@ -20,6 +20,14 @@ def randomize(params, key, scale=0.5, dtype=jnp.float64):
     )
 
 
+def scan_kw(**kw):
+    """``gr.unroll``'s keywords with the execution settings among them (``unroll``, ``remat``,
+    ``hoist``, ``method``, ``backward``) gathered into ``options=gr.ScanOptions(...)``."""
+    import gatedrnn as gr
+    fields = {k: kw.pop(k) for k in list(kw) if k in gr.ScanOptions.__dataclass_fields__}
+    return {**kw, "options": gr.ScanOptions(**fields)} if fields else kw
+
+
 def to_numpy(tree):
     return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
 

@@ -22,8 +22,8 @@ def config():
 
 def run(out_dir):
     import gatedrnn as gr
-    return gr.sweep(config(), seeds=SEEDS, out_dir=out_dir, chunk_evals=1, progress=False,
-                    **GRID)
+    return gr.sweep(config(), seeds=SEEDS, grid=GRID, out_dir=out_dir, chunk_evals=1,
+                    progress=False)
 
 
 def main():

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randomize
+from helpers import randomize, scan_kw
 from test_unroll import assert_trees_close, python_loop
 from user_cells import USER_CELLS
 
 import gatedrnn as gr
-from gatedrnn.unroll import DEFER_ROWS, resolve_backward
+from gatedrnn.scan import DEFER_ROWS, resolve_backward
 
 TOL = 1e-10  # float64 against float64, summed in another order
 I, H, T = 3, 5, 7
@@ -34,7 +34,7 @@ def _loss(layer, backward, **options):
     """A scalar of everything unroll returns, so that every output's cotangent is used."""
     def loss(point):
         params, xs, carry = point
-        final, ys = gr.unroll(layer, params, xs, carry, backward=backward, **options)
+        final, ys = gr.unroll(layer, params, xs, carry, **scan_kw(**options, backward=backward))
         return (jnp.sum(jnp.real(ys) ** 2)
                 + sum(jnp.sum(jnp.real(leaf) ** 3) for leaf in jax.tree.leaves(final)))
     return loss
@@ -54,8 +54,9 @@ def _assert_deferred_is_the_scan(layer, point, **options):
     expected = jax.jit(lambda p, d: _derivatives(_loss(layer, "scan", **options), p, d))
     got = jax.jit(lambda p, d: _derivatives(_loss(layer, "deferred", **options), p, d))
     assert_trees_close(got(point, direction), expected(point, direction), tol=TOL)
-    run = jax.jit(lambda p: gr.unroll(layer, p[0], p[1], p[2], backward="deferred", **options))
-    assert_trees_close(run(point), gr.unroll(layer, *point, backward="scan", **options),
+    run = jax.jit(lambda p: gr.unroll(layer, p[0], p[1], p[2],
+                                      **scan_kw(**options, backward="deferred")))
+    assert_trees_close(run(point), gr.unroll(layer, *point, **scan_kw(**options, backward="scan")),
                        tol=TOL)
 
 
@@ -66,7 +67,7 @@ OPTIONS = {
     "lengths-reverse": dict(lengths=jnp.array([7, 3, 0, 5]), reverse=True),
     "resets": dict(resets=jnp.array([[0, 0, 1, 0, 0, 1, 0]] * 2 + [[1, 0, 0, 0, 0, 0, 1]] * 2,
                                     bool)),
-    "hoisted": dict(hoist_projection=True),
+    "hoisted": dict(hoist=True),
     "unroll=2": dict(unroll=2),
 }
 
@@ -108,7 +109,7 @@ def test_a_learned_initial_carry_that_resets_restore_and_a_pytree_input_half():
         carry = cell.initial_carry((4,), params=params)
         for hoist in (False, True):
             _assert_deferred_is_the_scan(cell, (params, xs, carry), resets=resets,
-                                         hoist_projection=hoist)
+                                         hoist=hoist)
 
 
 def test_stacks_and_bidirectional_pairs_of_user_and_shipped_cells():
@@ -127,7 +128,8 @@ def test_vmapped_seeds_equal_each_seed_alone():
     xs = jax.random.normal(jax.random.key(1), (4, T, I), jnp.float32)
 
     def grad(backward):
-        return jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward=backward)[1] ** 2))
+        options = gr.ScanOptions(backward=backward)
+        return jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, options=options)[1] ** 2))
 
     vmapped = jax.jit(jax.vmap(grad("deferred")))(params)
     for i in range(3):
@@ -139,10 +141,10 @@ def test_values_are_the_python_loop_in_float32_too():
     cell = gr.gru(H)
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (4, T, I), jnp.float32)
-    assert_trees_close(gr.unroll(cell, params, xs, backward="deferred"),
+    assert_trees_close(gr.unroll(cell, params, xs, options=gr.ScanOptions(backward="deferred")),
                        python_loop(cell, params, xs), tol=1e-5)
-    grads = [jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward=b)[1] ** 2))(params)
-             for b in ("scan", "deferred")]
+    grads = [jax.grad(lambda p, o=gr.ScanOptions(backward=b): jnp.sum(
+        gr.unroll(cell, p, xs, options=o)[1] ** 2))(params) for b in ("scan", "deferred")]
     assert_trees_close(*grads, tol=1e-4)
 
 
@@ -151,7 +153,7 @@ def _takes_deferred(cell, batch_shape, **options):
     shipped cells' steps hold custom_jvps of their own, inside it)."""
     params = cell.init(jax.random.key(0), I)
     xs = jnp.zeros((*batch_shape, T, I), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **options))(params)
+    jaxpr = jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **scan_kw(**options)))(params)
 
     def wraps_a_loop(jaxpr):
         for eqn in jaxpr.eqns:
@@ -196,15 +198,17 @@ def test_resolve_backward_and_its_errors():
     cell = gr.min_gru(H)
     params, xs, _ = _case(cell)
     with pytest.raises(ValueError, match="backward must be one of"):
-        gr.unroll(cell, params, xs, backward="fused")
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(backward="fused"))
     with pytest.raises(ValueError, match="method='associative' has none to defer"):
-        gr.unroll(cell, params, xs, method="associative", backward="deferred")
+        gr.unroll(cell, params, xs,
+                  options=gr.ScanOptions(method="associative", backward="deferred"))
     with pytest.raises(ValueError, match="pass remat=False with it"):
-        gr.unroll(cell, params, xs, remat=True, backward="deferred")
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(remat=True, backward="deferred"))
     # the associative scan ignores "auto" and "scan"
     for backward in ("auto", "scan"):
         np.testing.assert_allclose(
-            gr.unroll(cell, params, xs, method="associative", backward=backward)[1],
+            gr.unroll(cell, params, xs,
+                      options=gr.ScanOptions(method="associative", backward=backward))[1],
             gr.unroll(cell, params, xs)[1], atol=1e-10)
 
 
@@ -212,7 +216,8 @@ def test_zero_steps():
     cell = gr.lstm(H)
     params = cell.init(jax.random.key(0), I)
     xs = jnp.zeros((4, 0, I))
-    grads = jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs, backward="deferred")[0].h))(params)
+    grads = jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs,
+                                                 options=gr.ScanOptions(backward="deferred"))[0].h))(params)
     assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
 
 
@@ -240,7 +245,7 @@ def _params_gradient(layer, backward, batch=4, steps=40):
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (batch, steps, I), jnp.float32)
     grad = jax.grad(lambda p: jnp.sum(jnp.real(
-        gr.unroll(layer, p, xs, backward=backward)[1]) ** 2))
+        gr.unroll(layer, p, xs, options=gr.ScanOptions(backward=backward))[1]) ** 2))
     return grad, params, xs
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import scan_kw
 from user_cells import indrnn
 
 import gatedrnn as gr
@@ -286,7 +287,7 @@ def test_training_values_that_would_train_wrongly_are_refused_before_compiling(c
 
 def test_a_negative_learning_rate_in_a_sweep_grid_is_refused():
     with pytest.raises(ValueError, match="config.learning_rate must be greater than 0"):
-        gr.sweep(_train_config(), seeds=1, learning_rate=[1e-3, -1e-3])
+        gr.sweep(_train_config(), seeds=1, grid={"learning_rate": [1e-3, -1e-3]})
 
 
 @pytest.mark.parametrize("make, error, match", [
@@ -315,7 +316,7 @@ def test_numpy_integers_are_valid_sizes():
     params = cell.init(jax.random.key(0), np.int64(3))
     assert params["w_x"].shape == (3, 32) and cell.hidden_size == 8
     result = gr.sweep(_train_config(), seeds=1, progress=False,
-                      learning_rate=np.array([1e-3, 2e-3]))  # a grid as a NumPy array
+                      grid={"learning_rate": np.array([1e-3, 2e-3])})  # as a NumPy array
     assert result.metrics["loss"].shape == (2, 1, 2)
 
 
@@ -412,8 +413,8 @@ def test_full_unrolling_of_a_long_sequence_is_refused_instead_of_compiling_for_m
     cell = gr.gru(H)
     params = cell.init(jax.random.key(0), I)
     with pytest.raises(ValueError, match="unroll=True copies the step 2000 times"):
-        gr.unroll(cell, params, jnp.ones((1, 2000, I)), unroll=True)
-    gr.unroll(cell, params, jnp.ones((1, 8, I)), unroll=True)  # short: fine
+        gr.unroll(cell, params, jnp.ones((1, 2000, I)), options=gr.ScanOptions(unroll=True))
+    gr.unroll(cell, params, jnp.ones((1, 8, I)), options=gr.ScanOptions(unroll=True))  # short: fine
 
 
 def test_interop_accepts_subclasses_and_low_precision_and_names_wrong_variables():
@@ -464,8 +465,8 @@ def test_a_checked_training_run_stops_at_the_first_nan():
 @pytest.mark.parametrize("kw, error, match", [
     (dict(reverse="yes"), TypeError, "reverse must be True or False; got str 'yes'"),
     (dict(time_major=1), TypeError, "time_major must be True or False"),
-    (dict(hoist_projection="yes"), TypeError,
-     "hoist_projection must be True, False or 'auto'; got str 'yes'"),
+    (dict(hoist="yes"), TypeError,
+     "hoist must be True, False or 'auto'; got str 'yes'"),
     (dict(unroll=0), ValueError, "unroll must be a positive int, True or 'auto'; got 0"),
     (dict(unroll="fast"), ValueError, "unroll must be a positive int, True or 'auto'; got 'fast'"),
     (dict(unroll=2.0), ValueError, "unroll must be a positive int, True or 'auto'; got 2.0"),
@@ -477,7 +478,7 @@ def test_a_checked_training_run_stops_at_the_first_nan():
 def test_unroll_options_of_the_wrong_kind_are_refused(kw, error, match):
     cell = gr.gru(H)
     with pytest.raises(error, match=match):
-        gr.unroll(cell, cell.init(jax.random.key(0), I), jnp.ones((2, 5, I)), **kw)
+        gr.unroll(cell, cell.init(jax.random.key(0), I), jnp.ones((2, 5, I)), **scan_kw(**kw))
 
 
 def test_composition_flags_and_sizes_of_the_wrong_kind_are_refused_and_int_batches_work():
@@ -558,13 +559,13 @@ def test_make_cell_shape_slips_name_the_function_and_both_shapes():
 
 
 def test_numpy_and_jax_scalars_and_arrays_are_grid_values(tmp_path):
-    lists = gr.sweep(_tiny_config(), progress=False, learning_rate=[1e-3, 1e-2])
+    lists = gr.sweep(_tiny_config(), progress=False, grid={"learning_rate": [1e-3, 1e-2]})
     for grid in ([jnp.asarray(1e-3), np.float32(1e-2)], jnp.asarray([1e-3, 1e-2]),
                  np.asarray([1e-3, 1e-2])):
-        result = gr.sweep(_tiny_config(), progress=False, learning_rate=grid)
+        result = gr.sweep(_tiny_config(), progress=False, grid={"learning_rate": grid})
         np.testing.assert_array_equal(result.metrics["loss"], lists.metrics["loss"])
     with pytest.raises(ValueError, match="grid axis 'learning_rate' must be a non-empty list"):
-        gr.sweep(_tiny_config(), progress=False, learning_rate=np.float32(1e-3))
+        gr.sweep(_tiny_config(), progress=False, grid={"learning_rate": np.float32(1e-3)})
 
 
 def test_a_last_step_readout_of_no_steps_is_refused():
@@ -609,8 +610,9 @@ def _other_readout(params, h, u_t):
 def test_a_false_linear_declaration_is_refused_not_computed_wrongly(core, match):
     cell, params = _declared_linear(core)
     xs = jax.random.normal(jax.random.key(1), (2, 6, I))
-    for run in (lambda: gr.unroll(cell, params, xs, method="associative"),
-                lambda: jax.jit(lambda p: gr.unroll(cell, p, xs, method="associative"))(params)):
+    for run in (lambda: gr.unroll(cell, params, xs, options=gr.ScanOptions(method="associative")),
+                lambda: jax.jit(lambda p: gr.unroll(cell, p, xs,
+                                                    options=gr.ScanOptions(method="associative")))(params)):
         with pytest.raises(ValueError, match=match):
             run()
     gr.unroll(cell, params, xs)  # the sequential path runs it as written
@@ -623,7 +625,8 @@ def test_a_true_linear_declaration_runs_both_ways_alike():
 
     cell, params = _declared_linear(core)
     xs = jax.random.normal(jax.random.key(1), (2, 6, I))
-    np.testing.assert_allclose(gr.unroll(cell, params, xs, method="associative")[1],
+    np.testing.assert_allclose(gr.unroll(cell, params, xs,
+                                         options=gr.ScanOptions(method="associative"))[1],
                                gr.unroll(cell, params, xs)[1], atol=1e-5)
 
 
@@ -646,3 +649,18 @@ def test_tasks_take_numpy_integer_sizes():
         plain = make(int(size)).sample(jax.random.key(0), 3)
         numpy = make(size).sample(jax.random.key(0), 3)
         jax.tree.map(np.testing.assert_array_equal, numpy, plain)
+
+
+def test_a_grid_as_keywords_is_deprecated_and_a_grid_axis_may_be_named_like_an_option():
+    config = _tiny_config()
+    with pytest.warns(DeprecationWarning, match=r"pass grid=\{'learning_rate': \.\.\.\}"):
+        old = gr.sweep(config, progress=False, learning_rate=[1e-3, 1e-2])
+    new = gr.sweep(config, progress=False, grid={"learning_rate": [1e-3, 1e-2]})
+    np.testing.assert_array_equal(old.metrics["loss"], new.metrics["loss"])
+    with pytest.raises(TypeError, match="either as grid="):
+        gr.sweep(config, progress=False, grid={}, learning_rate=[1e-3])
+    with pytest.raises(TypeError, match="grid must be a dict"):
+        gr.sweep(config, progress=False, grid=[1e-3])
+    # an axis called like one of sweep's own options is an axis, refused as an unknown one
+    with pytest.raises(ValueError, match="'seeds'"):
+        gr.sweep(config, progress=False, grid={"seeds": [1.0]})

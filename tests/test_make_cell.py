@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randomize
+from helpers import randomize, scan_kw
 from test_unroll import assert_trees_close, python_loop
 from user_cells import USER_CELLS, forget_only_lstm, indrnn, nested_cell
 
@@ -25,15 +25,15 @@ def _case(layer, batch_shape=(4,), seed=0):
 @pytest.mark.parametrize("name", USER_CELLS)
 @pytest.mark.parametrize("options", [dict(), dict(reverse=True), dict(remat=True),
                                      dict(remat=3), dict(remat=3, reverse=True),
-                                     dict(hoist_projection=False),
-                                     dict(hoist_projection=True), dict(unroll=4),
+                                     dict(hoist=False),
+                                     dict(hoist=True), dict(unroll=4),
                                      dict(unroll=4, remat=3),
-                                     dict(remat=3, hoist_projection=True),
-                                     dict(remat=4, hoist_projection=True, reverse=True)])
+                                     dict(remat=3, hoist=True),
+                                     dict(remat=4, hoist=True, reverse=True)])
 def test_user_cells_unroll_as_a_python_loop_of_step(name, options):
     cell = USER_CELLS[name]
     params, xs = _case(cell)
-    run = jax.jit(lambda p, x: gr.unroll(cell, p, x, **options))
+    run = jax.jit(lambda p, x: gr.unroll(cell, p, x, **scan_kw(**options)))
     assert_trees_close(run(params, xs),
                        python_loop(cell, params, xs, reverse=options.get("reverse", False)))
 
@@ -64,8 +64,8 @@ def test_hoisted_projection_of_any_batch_shape_and_a_pytree_input_half(batch_sha
     # hoisted, unroll projects all T*B rows as one matrix and reshapes each output back
     cell = _pair_projection_cell(H)
     params, xs = _case(cell, batch_shape)
-    run = jax.jit(lambda p, hoist: gr.unroll(cell, p, xs, remat=remat,
-                                             hoist_projection=hoist), static_argnums=1)
+    run = jax.jit(lambda p, hoist: gr.unroll(
+        cell, p, xs, options=gr.ScanOptions(remat=remat, hoist=hoist)), static_argnums=1)
     assert_trees_close(run(params, True), python_loop(cell, params, xs))
     grad = jax.grad(lambda p, hoist: jnp.sum(run(p, hoist)[1] ** 2))
     assert_trees_close(grad(params, True), grad(params, False))
@@ -227,7 +227,7 @@ def test_user_cells_train_and_sweep(name, tmp_path):
     grid = {"learning_rate": [1e-2, 3e-2]}
     if name == "indrnn":
         grid["recurrent_scale"] = [0.5, 0.9]
-    swept = gr.sweep(config, seeds=2, out_dir=tmp_path, progress=False, **grid)
+    swept = gr.sweep(config, seeds=2, grid=grid, out_dir=tmp_path, progress=False)
     assert swept.metrics["loss"].shape == (4 if name == "indrnn" else 2, 2, 2)
     if name == "indrnn":  # the last grid point (lr 3e-2, scale 0.9), seed 0, trained alone
         single = gr.train.Config(**{**config.__dict__, "learning_rate": 3e-2,
@@ -280,14 +280,14 @@ def _janet_with_handwritten_derivative(hidden):
 
 
 @pytest.mark.parametrize("options", [dict(), dict(remat=3), dict(unroll=4),
-                                     dict(reverse=True, hoist_projection=True)])
+                                     dict(reverse=True, hoist=True)])
 def test_a_user_cell_with_a_handwritten_derivative_runs_as_its_plain_twin(options):
     by_hand, plain = _janet_with_handwritten_derivative(H), forget_only_lstm(H)
     params, xs = _case(plain)
     tangent = randomize(params, jax.random.key(9))
 
     def loss(cell, p, x):
-        return jnp.sum(gr.unroll(cell, p, x, **options)[1] ** 2)
+        return jnp.sum(gr.unroll(cell, p, x, **scan_kw(**options))[1] ** 2)
 
     for fn in (lambda cell: jax.grad(loss, argnums=(1, 2))(cell, params, xs),
                lambda cell: jax.jvp(lambda p: loss(cell, p, xs), (params,), (tangent,))):
@@ -315,3 +315,11 @@ def test_vmapped_float64_gradient_through_a_scanned_lstm_equals_each_members():
     reproducer = importlib.util.module_from_spec(spec)  # not as "run": benchmarks' is
     spec.loader.exec_module(reproducer)
     assert reproducer.largest_difference() < 1e-12
+
+
+def test_a_cell_shows_its_kind_and_config_not_function_addresses():
+    text = repr(gr.lstm(8, proj_size=4))
+    assert text.startswith("Cell(kind='lstm', hidden_size=8, output_size=4, config={")
+    assert "proj_size=4" in text and "forget_bias=1.0" in text and " at 0x" not in text
+    mine = repr(USER_CELLS["indrnn"])
+    assert "kind=" in mine and " at 0x" not in mine and len(mine) < 300

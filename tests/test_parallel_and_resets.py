@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randomize, to_numpy
+from helpers import randomize, scan_kw, to_numpy
 from reference import lru_step, min_gru_step, min_lstm_step
 from test_unroll import assert_trees_close, python_loop
 from user_cells import indrnn
@@ -85,7 +85,7 @@ def test_associative_scan_equals_the_sequential_scan_in_values_and_gradients(nam
                                                                dtype=jnp.float32))
 
     def run(p, method):
-        return gr.unroll(cell, p, xs, carry, method=method, **kw)
+        return gr.unroll(cell, p, xs, carry, **scan_kw(**kw, method=method))
 
     assert_trees_close(run(params, "associative"), run(params, "sequential"), ASSOC_TOL)
     grad = jax.grad(lambda p, m: jnp.sum(jnp.sin(run(p, m)[1])))
@@ -101,7 +101,7 @@ def test_associative_scan_second_order_and_forward_mode_equal_the_sequential(nam
     direction = randomize(params, jax.random.key(3), 0.5, jnp.float64)
 
     def loss(p, method):
-        return jnp.sum(jnp.sin(gr.unroll(cell, p, xs, method=method)[1]))
+        return jnp.sum(jnp.sin(gr.unroll(cell, p, xs, options=gr.ScanOptions(method=method))[1]))
 
     for derivative in (lambda m: jax.jvp(jax.grad(lambda p: loss(p, m)), (params,),
                                          (direction,))[1],
@@ -116,7 +116,7 @@ def test_associative_scan_is_stable_over_thousands_of_steps_in_float32():
     # the product of 4096 forget factors (1 - z) underflows float32: a prefix-product form
     # would divide by zero
     seq = gr.unroll(cell, params, xs)[1]
-    par = gr.unroll(cell, params, xs, method="associative")[1]
+    par = gr.unroll(cell, params, xs, options=gr.ScanOptions(method="associative"))[1]
     assert np.isfinite(par).all()
     np.testing.assert_allclose(par, seq, atol=1e-5)
 
@@ -145,7 +145,7 @@ def test_associative_scan_of_a_user_cell_with_a_pytree_input_half_equals_the_seq
     params, xs = _case(cell, batch_shape=batch_shape, dtype=jnp.float32, scale=0)
 
     def run(p, method):
-        return gr.unroll(cell, p, xs, method=method)
+        return gr.unroll(cell, p, xs, options=gr.ScanOptions(method=method))
 
     assert_trees_close(run(params, "associative"), run(params, "sequential"), ASSOC_TOL)
     grad = jax.grad(lambda p, m: jnp.sum(jnp.sin(run(p, m)[1])))
@@ -157,9 +157,9 @@ def test_associative_scan_refuses_cells_that_are_not_linear(cell):
     params, xs = _case(cell)
     with pytest.raises(ValueError, match="method='associative' needs a cell whose new carry is "
                                          "linear"):
-        gr.unroll(cell, params, xs, method="associative")
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(method="associative"))
     with pytest.raises(ValueError, match="method must be one of"):
-        gr.unroll(cell, params, xs, method="parallel")
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(method="parallel"))
 
 
 def _episodes(resets_b):

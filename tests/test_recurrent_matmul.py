@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import scan_kw
 from test_unroll import assert_trees_close
 
 import gatedrnn as gr
@@ -145,7 +146,8 @@ def test_users_cell_through_unroll(backward, options):
     options = {k: jnp.asarray(v) if k == "lengths" else v for k, v in options.items()}
 
     def loss(cell):
-        return lambda p, x: jnp.sum(gr.unroll(cell, p, x, backward=backward, **options)[1] ** 2)
+        return lambda p, x: jnp.sum(gr.unroll(cell, p, x,
+                                              **scan_kw(**options, backward=backward))[1] ** 2)
     assert_trees_close(jax.grad(loss(mine), (0, 1))(params, xs),
                        jax.grad(loss(plain), (0, 1))(params, xs), 1e-10)
     assert_trees_close(jax.jvp(loss(mine), (params, xs), (params, xs)),

@@ -58,7 +58,7 @@ def test_negative_variants_equal_their_equations_sequentially_and_associatively(
     lengths = jnp.array([12, 7, 1, 10])
     want_h, want_ys = numpy_loop(name, params, xs, np.asarray(lengths))
     for method in ("sequential", "associative"):
-        h, ys = gr.unroll(cell, params, xs, lengths=lengths, method=method)
+        h, ys = gr.unroll(cell, params, xs, lengths=lengths, options=gr.ScanOptions(method=method))
         np.testing.assert_allclose(h, want_h, **TOL)
         np.testing.assert_allclose(ys, want_ys, **TOL)
     a = state_tracking.transitions(cell, {"rnn": jax.tree.map(lambda v: v[None], params)}, 3)

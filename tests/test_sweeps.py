@@ -61,7 +61,7 @@ def test_every_run_of_a_sweep_equals_a_single_run_and_results_are_written(tmp_pa
     config = sweep_worker.config()
     grid = {"learning_rate": [1e-2], "forget_bias": [0.0, 2.0]}
     config = gr.train.Config(**{**config.__dict__, "cell": gr.lstm(6)})
-    result = gr.sweep(config, seeds=2, out_dir=tmp_path, progress=False, **grid)
+    result = gr.sweep(config, seeds=2, grid=grid, out_dir=tmp_path, progress=False)
     keys = jax.random.split(jax.random.key(0), 2)
     for g, bias in enumerate([0.0, 2.0]):
         single_config = gr.train.Config(**{**config.__dict__, "learning_rate": 1e-2,
@@ -91,7 +91,7 @@ def test_every_run_of_a_sweep_equals_a_single_run_and_results_are_written(tmp_pa
     reloaded = gr.sweeps.load_params(tmp_path, like=result.params)
     jax.tree.map(np.testing.assert_array_equal, reloaded, result.params)
     # a finished sweep is loaded, not rerun
-    again = gr.sweep(config, seeds=2, out_dir=tmp_path, progress=False, **grid)
+    again = gr.sweep(config, seeds=2, grid=grid, out_dir=tmp_path, progress=False)
     jax.tree.map(np.testing.assert_array_equal, again.metrics, result.metrics)
     jax.tree.map(np.testing.assert_array_equal, again.params, result.params)
     # reloaded params go straight into the diagnostics
@@ -165,7 +165,7 @@ def test_an_interrupted_sweep_resumes_without_losing_or_redoing_work(tmp_path, r
 def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
     config = sweep_worker.config()
     with pytest.warns(RuntimeWarning) as caught:  # a rate of 1e38 overflows float32 params
-        result = gr.sweep(config, seeds=2, progress=False, learning_rate=[1e-3, 1e38])
+        result = gr.sweep(config, seeds=2, progress=False, grid={"learning_rate": [1e-3, 1e38]})
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
     entries = result.summary["nonfinite"]
@@ -191,7 +191,7 @@ def test_nonfinite_runs_are_named_with_grid_point_seed_and_step(tmp_path):
 def test_bad_grids_are_rejected_before_compiling(grid, match):
     config = gr.train.Config(**{**sweep_worker.config().__dict__, "cell": gr.lstm(4)})
     with pytest.raises(ValueError, match=match):
-        gr.sweep(config, seeds=2, **grid)
+        gr.sweep(config, seeds=2, grid=grid)
 
 
 def test_a_sweep_in_another_out_dir_setup_is_refused(reference_dir, reference):
@@ -210,7 +210,7 @@ def test_cpu_deadlock_workaround_appends_its_flag_once_and_keeps_others(monkeypa
 def _refused_as_another_program(config, reference_dir):
     with pytest.raises(ValueError, match=r"holds a different sweep; what differs: program"):
         gr.sweep(config, seeds=sweep_worker.SEEDS, out_dir=reference_dir, chunk_evals=1,
-                 progress=False, **sweep_worker.GRID)
+                 progress=False, grid=sweep_worker.GRID)
 
 
 def test_a_finished_sweep_is_not_returned_for_a_task_with_another_sampler(reference_dir,
@@ -226,7 +226,7 @@ def test_a_finished_sweep_is_not_returned_for_a_task_with_another_sampler(refere
     _refused_as_another_program(other, reference_dir)
     # the same program is recognised and loaded, not rerun
     again = gr.sweep(config, seeds=sweep_worker.SEEDS, out_dir=reference_dir, chunk_evals=1,
-                     progress=False, **sweep_worker.GRID)
+                     progress=False, grid=sweep_worker.GRID)
     np.testing.assert_array_equal(again.metrics["loss"], reference.metrics["loss"])
 
 

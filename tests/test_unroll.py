@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.test_util  # noqa: F401  (check_grads lives in a submodule)
 import numpy as np
 import pytest
-from helpers import randomize
+from helpers import randomize, scan_kw
 from user_cells import USER_CELLS
 
 import gatedrnn as gr
@@ -62,26 +62,28 @@ def test_unroll_matches_python_loop_of_step(name, batch_shape, transform, revers
 
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize(
-    "options", [dict(hoist_projection=False), dict(hoist_projection=True), dict(remat=True),
-                dict(remat=False), dict(remat=4, unroll=3), dict(remat=4, hoist_projection=True),
+    "options", [dict(hoist=False), dict(hoist=True), dict(remat=True),
+                dict(remat=False), dict(remat=4, unroll=3), dict(remat=4, hoist=True),
                 dict(unroll=3), dict(unroll=1), dict(unroll=4)],
 )
 def test_unroll_options_give_equal_results(name, options):
     cell = CELLS[name]
     params, xs = _case(cell, (3,))
-    assert_trees_close(gr.unroll(cell, params, xs, **options), gr.unroll(cell, params, xs))
-    grad = jax.grad(lambda p, **kw: gr.unroll(cell, p, xs, **kw)[1].sum())
+    assert_trees_close(gr.unroll(cell, params, xs,
+                                 **scan_kw(**options)), gr.unroll(cell, params, xs))
+    grad = jax.grad(lambda p, **kw: gr.unroll(cell, p, xs, **scan_kw(**kw))[1].sum())
     assert_trees_close(grad(params, **options), grad(params))
 
 
 def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
-    from gatedrnn.unroll import resolve_hoist
+    from gatedrnn.scan import resolve_hoist
     assert resolve_hoist("auto") is (jax.default_backend() != "cpu")
     assert resolve_hoist(True) is True and resolve_hoist(np.bool_(False)) is False
     cell = CELLS["lstm"]
     params, xs = _case(cell, (3,))
     # the default is "auto": the jaxpr shows where the input matmul went
-    hoisted = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, hoist_projection=True))(params))
+    hoisted = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs,
+                                                     options=gr.ScanOptions(hoist=True)))(params))
     default = str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs))(params))
     assert (default == hoisted) is resolve_hoist("auto")
 
@@ -89,7 +91,7 @@ def test_hoist_projection_auto_projects_inside_the_scan_on_the_cpu_only():
 @pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
 def test_hoist_projection_under_remat_projects_per_segment_and_per_step_when_every_step(
         monkeypatch, name):
-    from gatedrnn.unroll import resolve_hoist
+    from gatedrnn.scan import resolve_hoist
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_hoist("auto") and resolve_hoist("auto", checkpoint_every=3)
     assert not resolve_hoist("auto", checkpoint_every=1)
@@ -98,11 +100,11 @@ def test_hoist_projection_under_remat_projects_per_segment_and_per_step_when_eve
     params, xs = _case(cell, (3,))
 
     def jaxpr(**options):
-        return str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **options))(params))
+        return str(jax.make_jaxpr(lambda p: gr.unroll(cell, p, xs, **scan_kw(**options)))(params))
 
     for remat, hoisted in ((False, True), (True, False), (3, True)):
-        assert jaxpr(remat=remat) == jaxpr(remat=remat, hoist_projection=hoisted)
-        assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist_projection=not hoisted)
+        assert jaxpr(remat=remat) == jaxpr(remat=remat, hoist=hoisted)
+        assert jaxpr(remat=remat) != jaxpr(remat=remat, hoist=not hoisted)
     # hoisted per segment, the projection is recomputed with its segment, not stored whole:
     # XLA plans what projecting per step plans, below the [T, B, G*H] projection's size
     monkeypatch.undo()
@@ -112,7 +114,7 @@ def test_hoist_projection_under_remat_projects_per_segment_and_per_step_when_eve
 
     def temporaries(hoist):
         grad = jax.jit(jax.grad(lambda p: jnp.sum(gr.unroll(
-            cell, p, xs, remat=segment, hoist_projection=hoist)[1] ** 2)))
+            cell, p, xs, options=gr.ScanOptions(remat=segment, hoist=hoist))[1] ** 2)))
         return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
 
     projection = cell.project(params, xs).nbytes
@@ -122,7 +124,7 @@ def test_hoist_projection_under_remat_projects_per_segment_and_per_step_when_eve
 
 @pytest.mark.parametrize("name", ["lstm", "forget_only_lstm", "own_class"])
 def test_unroll_auto_unrolls_four_steps_on_a_gpu_and_none_elsewhere(monkeypatch, name):
-    from gatedrnn.unroll import resolve_unroll
+    from gatedrnn.scan import resolve_unroll
     assert resolve_unroll(3) == 3 and resolve_unroll(np.int64(2)) == 2
     assert resolve_unroll(True) is True
     cell = {**CELLS, **USER_CELLS}[name]
@@ -146,8 +148,8 @@ def test_remat_segments_equal_storing_every_step(name, remat, direction, hoist):
         "reverse_lengths": dict(reverse=True, lengths=jnp.array([9, 4, 0])),
         "resets": dict(resets=jnp.zeros((3, T), bool).at[:, 3].set(True).at[1, 7].set(True)),
     }[direction]
-    run = jax.jit(lambda p, x, k: gr.unroll(cell, p, x, remat=k, hoist_projection=hoist,
-                                            **options)[1] ** 2, static_argnums=2)
+    run = jax.jit(lambda p, x, k: gr.unroll(
+        cell, p, x, **scan_kw(**options, remat=k, hoist=hoist))[1] ** 2, static_argnums=2)
     assert_trees_close(run(params, xs, remat), run(params, xs, False))
     grad = jax.grad(lambda p, x, k: run(p, x, k).sum(), argnums=(0, 1))
     assert_trees_close(grad(params, xs, remat), grad(params, xs, False))
@@ -155,8 +157,8 @@ def test_remat_segments_equal_storing_every_step(name, remat, direction, hoist):
 
 def test_remat_auto_checkpoints_every_sqrt_t_steps_above_the_size(monkeypatch):
     import importlib
-    unroll_module = importlib.import_module("gatedrnn.unroll")  # gr.unroll is the function
-    from gatedrnn.unroll import REMAT_AUTO_BYTES, resolve_remat
+    unroll_module = importlib.import_module("gatedrnn.scan")
+    from gatedrnn.scan import REMAT_AUTO_BYTES, resolve_remat
     carry = (jnp.zeros((64, 256), jnp.float32),) * 2  # an LSTM's, B=64, H=256: 128 KiB
     assert resolve_remat("auto", carry, REMAT_AUTO_BYTES // 2**17 - 1) == 0
     assert resolve_remat("auto", carry, 2048) == 46  # ceil(sqrt(2048))
@@ -168,7 +170,7 @@ def test_remat_auto_checkpoints_every_sqrt_t_steps_above_the_size(monkeypatch):
 
     def jaxpr(**kw):
         return str(jax.make_jaxpr(jax.grad(
-            lambda p: gr.unroll(cell, p, xs, **kw)[1].sum()))(params))
+            lambda p: gr.unroll(cell, p, xs, **scan_kw(**kw))[1].sum()))(params))
 
     # the default is "auto", below the size nothing is recomputed
     assert jaxpr() == jaxpr(remat=False) != jaxpr(remat=3)
@@ -430,3 +432,45 @@ def test_bad_compositions_are_rejected():
         gr.bidirectional(gr.gru(H), gr.gru)
     with pytest.raises(ValueError, match=r"merge must be one of .*got \['concat'\]"):
         gr.bidirectional(gr.gru(H), gr.gru(H), merge=["concat"])
+
+
+@pytest.mark.parametrize("old, new", [
+    (dict(remat=3, unroll=2), gr.ScanOptions(remat=3, unroll=2)),
+    (dict(hoist_projection=True), gr.ScanOptions(hoist=True)),
+    (dict(backward="scan", method="sequential"), gr.ScanOptions(backward="scan")),
+])
+def test_the_deprecated_execution_keywords_warn_and_give_identical_results(old, new):
+    cell = CELLS["lstm"]
+    params, xs = _case(cell, (3,))
+    loss = lambda p, **kw: jnp.sum(gr.unroll(cell, p, xs, **kw)[1] ** 2)  # noqa: E731
+    with pytest.warns(DeprecationWarning, match=r"pass options=gr.ScanOptions\("):
+        before = gr.unroll(cell, params, xs, **old)
+    with pytest.warns(DeprecationWarning):
+        grad_before = jax.grad(loss)(params, **old)
+    assert_trees_close(before, gr.unroll(cell, params, xs, options=new), tol=0)
+    assert_trees_close(grad_before, jax.grad(loss)(params, options=new), tol=0)
+
+
+def test_scan_options_are_checked_when_made_and_not_mixed_with_the_old_keywords():
+    cell = CELLS["gru"]
+    params, xs = _case(cell, (2,))
+    with pytest.raises(ValueError, match="method must be one of"):
+        gr.ScanOptions(method="parallel")
+    with pytest.raises(ValueError, match="remat must be True, False, a positive int"):
+        gr.ScanOptions(remat=-1)
+    with pytest.raises(TypeError, match="either as options=gr.ScanOptions"):
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(), remat=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'unrol'"):
+        gr.unroll(cell, params, xs, unrol=2)
+    with pytest.raises(TypeError, match="options must be a gr.ScanOptions; got dict"):
+        gr.unroll(cell, params, xs, options={"remat": 2})
+    assert gr.ScanOptions(remat=2).replace(unroll=3) == gr.ScanOptions(remat=2, unroll=3)
+
+
+def test_the_deferred_backward_pass_needs_jax_0_10(monkeypatch):
+    # older JAX cannot transpose its tangent scan: "auto" falls back to JAX's own derivative
+    import gatedrnn.scan as scan_module
+    monkeypatch.setattr(scan_module, "_jax_version", lambda: (0, 9))
+    with pytest.raises(ValueError, match=r"backward='deferred' needs JAX >= 0.10"):
+        gr.ScanOptions(backward="deferred")
+    assert not scan_module.resolve_backward("auto", jnp.zeros(3), (1,))

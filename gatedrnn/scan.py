@@ -7,8 +7,10 @@ Everything here works time-major internally (``[T, *B, F]``), the layout ``lax.s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -29,7 +31,7 @@ MERGES = {
 
 
 METHODS = ("sequential", "associative")
-# Backends on which hoist_projection="auto" projects inside the scan. On a 2-core CPU the
+# Backends on which hoist="auto" projects inside the scan. On a 2-core CPU the
 # hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
 # costs more memory traffic than the small per-step matmul it saves: forward+backward took
 # 1.07-1.30x as long hoisted (projected as rows, _project_rows) at both throughput shapes of
@@ -44,19 +46,19 @@ METHODS = ("sequential", "associative")
 PROJECT_PER_STEP = ("cpu",)
 
 
-def resolve_hoist(hoist_projection: bool | str, *, checkpoint_every: int = 0) -> bool:
-    """``hoist_projection`` as :func:`unroll` applies it: ``"auto"`` is ``False`` on the
+def resolve_hoist(hoist: bool | str, *, checkpoint_every: int = 0) -> bool:
+    """``ScanOptions.hoist`` as :func:`unroll` applies it: ``"auto"`` is ``False`` on the
     backends of ``PROJECT_PER_STEP`` (the CPU) or when ``remat`` checkpoints every step
     (``checkpoint_every == 1``: a segment is one step, and a projection hoisted out of it
     would be stored whole), and ``True`` otherwise, decided by ``jax.default_backend()``
     when the call is traced. With ``checkpoint_every > 1`` a hoisted projection is
     computed per segment of that many steps."""
-    if isinstance(hoist_projection, str) and hoist_projection == "auto":
+    if isinstance(hoist, str) and hoist == "auto":
         return jax.default_backend() not in PROJECT_PER_STEP and checkpoint_every != 1
-    if not isinstance(hoist_projection, (bool, np.bool_)):
-        raise TypeError(f"hoist_projection must be True, False or 'auto'; got "
-                        f"{type(hoist_projection).__name__} {hoist_projection!r}")
-    return bool(hoist_projection)
+    if not isinstance(hoist, (bool, np.bool_)):
+        raise TypeError(f"hoist must be True, False or 'auto'; got "
+                        f"{type(hoist).__name__} {hoist!r}")
+    return bool(hoist)
 
 
 # unroll="auto": lax.scan's unrolling factor on each backend (1 on the others). On a GPU every
@@ -146,6 +148,8 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
             raise TypeError("backward='deferred' needs a floating-point carry; got "
                             f"{_describe(carry)}")
         return True
+    if _jax_version() < DEFERRED_MIN_JAX:
+        return False
     low, high = DEFER_ROWS.get(jax.default_backend(), (0, -1))
     return (backward == "auto" and not checkpoint_every and floating
             and low <= math.prod(batch_shape) <= high)
@@ -155,12 +159,100 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
 MAX_FULL_UNROLL = 256
 
 
-class _Options(NamedTuple):
-    unroll: int | bool
-    remat: bool | int | str
-    hoist_projection: bool | str
-    method: str
-    backward: str
+# jax 0.10 is the first whose scan transposes the deferred backward pass's tangent scan
+# (0.5.3 to 0.8 fail an assertion in the scan's transpose rule, 0.9 another error)
+DEFERRED_MIN_JAX = (0, 10)
+
+
+def _jax_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in jax.__version__.split(".")[:2] if part.isdigit())
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanOptions:
+    """How :func:`unroll` executes a run: settings of XLA's loop, not of the model. Every
+    choice gives the same values (within float32 rounding); they trade speed and memory.
+    Each ``"auto"`` is decided when the call is traced, from the backend and the shapes, as
+    measured fastest (docs/performance.md holds the measurements).
+
+    Attributes:
+        unroll: ``lax.scan``'s unrolling factor: a positive int, ``True`` (full unrolling,
+            refused above ``MAX_FULL_UNROLL`` steps) or ``"auto"`` (:func:`resolve_unroll`).
+        remat: what the backward pass recomputes instead of storing: ``False`` nothing,
+            ``k`` (a positive int) the steps between carries saved every ``k`` steps,
+            ``True`` is 1, ``"auto"`` ``ceil(sqrt(T))`` for runs whose carries are large
+            (:func:`resolve_remat`).
+        hoist: project the inputs of all steps in one matmul before the scan (``True``) or
+            inside each step (``False``); ``"auto"``: :func:`resolve_hoist`.
+        method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (a parallel prefix
+            scan, for cells linear in their carry: ``gr.min_gru``, ``gr.min_lstm``,
+            ``gr.lru``, ``make_cell(..., linear=True)``).
+        backward: the sequential scan's derivative: ``"scan"`` (JAX's own), ``"deferred"``
+            (the weight gradients of all steps in one matmul after the loop,
+            :func:`deferred_scan`; not with ``remat``, and only on JAX >= 0.10) or
+            ``"auto"`` (:func:`resolve_backward`).
+    """
+
+    unroll: int | bool | str = "auto"
+    remat: bool | int | str = "auto"
+    hoist: bool | str = "auto"
+    method: str = "sequential"
+    backward: str = "auto"
+
+    def __post_init__(self):
+        # "auto" is resolved when traced: resolving it here would start JAX's backend
+        if not _is_auto(self.unroll):
+            resolve_unroll(self.unroll)
+        resolve_remat(self.remat, (), 0)
+        if not _is_auto(self.hoist):
+            resolve_hoist(self.hoist)
+        if not isinstance(self.method, str) or self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        if not isinstance(self.backward, str) or self.backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {BACKWARDS}; got {self.backward!r}")
+        if self.backward == "deferred" and self.method == "associative":
+            raise ValueError("backward='deferred' is a form of the sequential scan's "
+                             "backward pass; method='associative' has none to defer")
+        if self.backward == "deferred" and _jax_version() < DEFERRED_MIN_JAX:
+            raise ValueError(
+                f"backward='deferred' needs JAX >= {'.'.join(map(str, DEFERRED_MIN_JAX))} "
+                f"(this is {jax.__version__}, whose scan cannot transpose it); use "
+                "backward='scan' or 'auto', which gives the same values")
+
+    def replace(self, **changes) -> ScanOptions:
+        """These options with some changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_auto(value) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
+# gr.unroll's execution keywords before ScanOptions, and the field each became
+_DEPRECATED_KEYWORDS = {"unroll": "unroll", "remat": "remat", "hoist_projection": "hoist",
+                        "method": "method", "backward": "backward"}
+
+
+def _scan_options(options: ScanOptions | None, deprecated: dict) -> ScanOptions:
+    """``options``, or the ScanOptions of :func:`unroll`'s deprecated keywords (warned)."""
+    unknown = sorted(set(deprecated) - set(_DEPRECATED_KEYWORDS))
+    if unknown:
+        raise TypeError(f"unroll() got an unexpected keyword argument {unknown[0]!r}")
+    if options is not None and not isinstance(options, ScanOptions):
+        raise TypeError(f"options must be a gr.ScanOptions; got {type(options).__name__} "
+                        f"{options!r}")
+    if not deprecated:
+        return options if options is not None else ScanOptions()
+    if options is not None:
+        raise TypeError(f"pass the execution settings either as options=gr.ScanOptions(...) "
+                        f"or as the deprecated keywords {sorted(deprecated)}, not both")
+    fields = {_DEPRECATED_KEYWORDS[name]: value for name, value in deprecated.items()}
+    warnings.warn(
+        f"gr.unroll's keywords {sorted(deprecated)} are deprecated and will be removed in the "
+        f"next release; pass options=gr.ScanOptions("
+        f"{', '.join(f'{k}={v!r}' for k, v in fields.items())})",
+        DeprecationWarning, stacklevel=3)
+    return ScanOptions(**fields)
 
 
 class BidirectionalCarry(NamedTuple):
@@ -286,7 +378,7 @@ class Stack(NamedTuple):
             inputs = self._drop(i, ys, keys)
             c, out = _sublayer(i, unroll, sub, params[i], inputs, carries[i], lengths=lengths,
                                reverse=reverse, resets=resets, key=keys[i], time_major=True,
-                               **options)
+                               options=options)
             ys = out + ys if self.residual and i > 0 else out
             finals.append(c)
         return tuple(finals), ys
@@ -349,7 +441,7 @@ class Bidirectional(NamedTuple):
         if not isinstance(carry, BidirectionalCarry):
             raise ValueError(f"carry must be a BidirectionalCarry(fwd, bwd); got {type(carry)}")
         k_fwd, k_bwd = (None, None) if key is None else jax.random.split(key)
-        common = dict(lengths=lengths, resets=resets, time_major=True, **options)
+        common = dict(lengths=lengths, resets=resets, time_major=True, options=options)
         c_fwd, y_fwd = _sublayer(0, unroll, self.fwd, params["fwd"], xs, carry.fwd,
                                  reverse=reverse, key=k_fwd, **common)
         c_bwd, y_bwd = _sublayer(1, unroll, self.bwd, params["bwd"], xs, carry.bwd,
@@ -559,7 +651,7 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
     else:
         every = resolve_remat(opts.remat, carry, xs.shape[0])
-        hoist = resolve_hoist(opts.hoist_projection, checkpoint_every=every)
+        hoist = resolve_hoist(opts.hoist, checkpoint_every=every)
         per_segment = hoist and every > 1  # projected inside each checkpointed segment
         inputs = _project_rows(cell, params, xs) if hoist and not per_segment else xs
         advance = cell.recur if hoist else cell.step
@@ -921,7 +1013,7 @@ def _run(layer, params, xs, carry, lengths, reverse, resets, opts, key):
     if hasattr(layer, "recur") and hasattr(layer, "project"):
         return _scan_cell(layer, params, xs, carry, lengths, reverse, resets, opts, key)
     return layer.run(params, xs, carry, lengths=lengths, reverse=reverse, resets=resets,
-                     key=key, options=opts._asdict())  # check_layer: a sequence layer
+                     key=key, options=opts)  # check_layer: a sequence layer
 
 
 _COMMON = ("init", "initial_carry", "input_size", "output_size")
@@ -952,13 +1044,10 @@ def unroll(
     reverse: bool = False,
     resets: Bool[ArrayLike, "*B T"] | None = None,
     time_major: bool = False,
-    unroll: int | bool | str = "auto",
-    remat: bool | int | str = "auto",
     key: PRNGKeyArray | None = None,
-    hoist_projection: bool | str = "auto",
-    method: str = "sequential",
-    backward: str = "auto",
+    options: ScanOptions | None = None,
     checks: bool = False,
+    **deprecated,
 ) -> tuple[Carry, Float[Array, "*B T H"]]:
     """Runs a layer (a cell, a stack, a bidirectional pair, any object of the layer protocol)
     over a sequence.
@@ -970,18 +1059,10 @@ def unroll(
                 carry = cell.initial_carry(batch_shape, params=params, key=key)
             carry, ys[..., t, :] = cell.step(params, carry, xs[..., t, :])
 
-    run with ``jax.lax.scan``. With ``hoist_projection=True`` the input half
-    ``cell.project`` is applied to all steps in one matmul (over the ``[T*B, I]`` rows)
-    before the scan and only ``cell.recur`` runs inside it; ``False`` calls ``cell.step``
-    inside the scan. Both give the same results; the default ``"auto"`` is ``False`` on the
-    CPU, where it was measured faster at almost every benchmarked shape, and ``True`` on
-    GPUs and TPUs unless ``remat`` checkpoints every step. When ``remat`` checkpoints
-    segments of ``k`` steps, a hoisted projection is computed per segment inside the
-    checkpoint (one ``[k, *B, G*H]`` matmul, recomputed in the backward pass), so it does
-    not undo remat's memory saving (see :func:`resolve_hoist` and benchmarks/RESULTS.md).
-    ``method="associative"`` runs a cell whose recurrence is linear in its carry (``gr.min_gru``,
-    ``gr.min_lstm``, ``gr.lru``, or ``make_cell(..., linear=True)``) as a parallel prefix scan
-    (``jax.lax.associative_scan``): the same results within float32 rounding.
+    run with ``jax.lax.scan`` (or, for a cell linear in its carry with
+    ``options=ScanOptions(method="associative")``, ``jax.lax.associative_scan``). How the loop
+    is compiled (unrolling, rematerialisation, where the input projection happens, the form
+    of the backward pass) is ``options``; every choice gives the same values.
 
     With ``lengths``, sequence ``b`` stops after ``lengths[b]`` steps: its carry is frozen
     there (and returned as its final carry), its outputs past the length are zero, and with
@@ -1006,66 +1087,33 @@ def unroll(
         reverse: process the sequence from its end.
         resets: boolean ``[*B, T]`` (``[T, *B]`` with ``time_major``) episode starts.
         time_major: ``xs`` and ``ys`` have time first.
-        unroll: ``lax.scan``'s loop unrolling factor (``True``, full unrolling, is refused
-            above ``MAX_FULL_UNROLL = 256`` steps: it compiles for minutes). ``"auto"``
-            (the default) is 4 on a GPU, where it was measured 1.2-5.6x faster, and 1
-            elsewhere (:func:`resolve_unroll`). On the CPU, ``4`` made forward+backward of a
-            single-sequence LSTM or GRU 1.1-2.2x faster but the tanh RNN's slower
-            (docs/cells.md, "Speed on the CPU and the GPU").
-        remat: what the backward pass recomputes instead of storing (the results are the
-            same): ``False`` stores every step's intermediates; ``k`` (an int) stores only
-            the carry every ``k`` steps and recomputes the steps between (``True`` is 1:
-            ``jax.checkpoint`` of each step); ``"auto"`` is ``ceil(sqrt(T))`` when the
-            ``T`` carries of the run take at least ``REMAT_AUTO_BYTES`` (256 MiB: e.g. an
-            LSTM with B=64, H=256 from T=2048 on), else ``False``. Decided from the
-            shapes unroll sees: under ``jax.vmap`` that is one member's, so a vmapped
-            sweep may want ``remat`` set by hand (see :func:`resolve_remat`).
         key: PRNG key for dropout (stack dropout, :func:`gatedrnn.recurrent_dropout` masks);
             without a key dropout is off.
-        hoist_projection: compute the input projection outside the scan (``True``; per
-            segment when ``remat`` checkpoints segments), inside it (``False``), or as
-            measured faster on the backend and inside it when ``remat`` checkpoints every
-            step (``"auto"``).
-        method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (parallel scan, for
-            cells linear in their carry; any other cell is refused). On a 2-core CPU the
-            sequential scan was 1.6-2.4x faster at batches of 64 and 256, the associative
-            one as fast or faster only for one sequence of a minGRU or minLSTM
-            (docs/cells.md).
-        backward: the form of the sequential scan's derivatives (the values are the same
-            within float32 rounding): ``"scan"``, JAX's own, which adds each step's weight
-            gradient inside the backward loop; ``"deferred"``, the weight and input
-            gradients for all steps at once after the loop (:func:`deferred_scan`; stores
-            every step's residuals, so not with ``remat``); ``"auto"`` (the default) is
-            ``"deferred"`` on the CPU for 1 to 16 rows per step (``prod(batch_shape)``)
-            without ``remat``, where it was measured up to 2.8x faster, and ``"scan"``
-            otherwise (:func:`resolve_backward`).
+        options: the execution settings, a :class:`ScanOptions` (default: all ``"auto"``,
+            sequential; docs/performance.md).
         checks: check traced values at run time (``lengths`` in ``[0, T]``, finite ``xs``
             and params); the call must run under :func:`gatedrnn.checks.checked`.
+        **deprecated: ``unroll``, ``remat``, ``hoist_projection``, ``method`` and
+            ``backward`` as keywords, as before ``options`` (a ``DeprecationWarning``; they
+            will be removed in the next release).
 
     Returns:
         ``(final_carry, ys)`` with ``ys [*B, T, H_out]`` (``[T, *B, H_out]`` if time-major).
     """
+    opts = _scan_options(options, deprecated)
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
         layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
         raise ValueError(f"xs must have shape {layout}; got shape {xs.shape}")
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs must be a floating-point array; got dtype {xs.dtype}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    resolve_backward(backward, (), ())  # refuses a bad value now; remat and the carry later
-    if backward == "deferred" and method == "associative":
-        raise ValueError("backward='deferred' is a form of the sequential scan's backward "
-                         "pass; method='associative' has none to defer")
     for name, value in (("reverse", reverse), ("time_major", time_major), ("checks", checks)):
         validate.flag(value, name)
-    unroll = resolve_unroll(unroll)
     validate.key(key)
-    resolve_remat(remat, (), 0)  # refuses a bad value now; the carry decides "auto" later
     check_inputs(cell, params, xs)
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
-    if unroll is True and num_steps > MAX_FULL_UNROLL:
+    if opts.unroll is True and num_steps > MAX_FULL_UNROLL:
         raise ValueError(f"unroll=True copies the step {num_steps} times into the program, "
                          f"which takes minutes to compile beyond {MAX_FULL_UNROLL} steps; pass "
                          "an int such as unroll=8")
@@ -1075,8 +1123,7 @@ def unroll(
         resets = _check_resets(resets, batch_shape, num_steps, time_major)
     if checks:
         _check_values(xs, params, lengths, num_steps)
-    resolve_hoist(hoist_projection)  # refuses a bad value now; "auto" waits for remat's choice
-    opts = _Options(unroll, remat, hoist_projection, method, backward)
+    opts = opts.replace(unroll=resolve_unroll(opts.unroll))
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
 
@@ -1129,7 +1176,7 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 __all__ = [
     "BACKWARDS", "Bidirectional", "BidirectionalCarry", "DEFER_ROWS", "MERGES", "METHODS",
-    "REMAT_AUTO_BYTES", "Stack", "bidirectional", "check_layer", "check_params",
+    "REMAT_AUTO_BYTES", "ScanOptions", "Stack", "bidirectional", "check_layer", "check_params",
     "deferred_scan", "resolve_backward", "resolve_hoist", "resolve_remat", "resolve_unroll",
     "reverse_valid", "stack", "unroll",
 ]
