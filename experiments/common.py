@@ -45,8 +45,10 @@ import jax
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
+from scipy import stats
 
 import gatedrnn as gr
+from gatedrnn.sweeps import to_json, write_json
 
 # the cells the study compares, by the names its figures and tables use
 CELLS = {
@@ -480,18 +482,6 @@ def finals(result: gr.SweepResult, task) -> dict:
     return {**last, "solved": np.asarray(task.solved(last), bool)}
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile, by bisection on the CDF ``1 - I_{df/(df+t^2)}(df/2, 1/2) / 2``
-    (so no SciPy is needed)."""
-    from jax.scipy.special import betainc
-    lo, hi = 0.0, 1e3
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        cdf = 1 - 0.5 * float(betainc(df / 2, 0.5, df / (df + mid * mid)))
-        lo, hi = (mid, hi) if cdf < p else (lo, mid)
-    return (lo + hi) / 2
-
-
 def interval(values, level: float = 0.95) -> dict:
     """Mean of ``values`` (one per seed) and its t interval. A non-finite value makes every
     entry NaN and sets ``nonfinite``: a diverged seed is never averaged away."""
@@ -500,7 +490,7 @@ def interval(values, level: float = 0.95) -> dict:
     if not np.all(np.isfinite(v)) or n < 2:
         return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": n,
                 "nonfinite": int(np.sum(~np.isfinite(v)))}
-    half = t_quantile(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
     return {"mean": float(v.mean()), "low": float(v.mean() - half),
             "high": float(v.mean() + half), "n": n, "nonfinite": 0}
 
@@ -509,11 +499,8 @@ def rate_interval(successes, level: float = 0.95) -> dict:
     """A proportion and its Wilson score interval (good at 0/n and n/n, unlike the t one)."""
     s = np.asarray(successes, bool).ravel()
     n, k = int(s.size), int(s.sum())
-    z = t_quantile(0.5 + level / 2, 10**6)
-    centre = (k + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return {"mean": k / n, "low": max(0.0, centre - half), "high": min(1.0, centre + half),
-            "n": n, "k": k}
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return {"mean": k / n, "low": float(ci.low), "high": float(ci.high), "n": n, "k": k}
 
 
 def fmt(iv: dict, digits: int = 3) -> str:
@@ -542,25 +529,6 @@ def verdict_above(iv: dict, threshold: float) -> str:
     """agrees when the interval lies above ``threshold``, differs when below."""
     return {"agrees": "differs", "differs": "agrees"}.get(
         verdict_below(iv, threshold, expected=True), "inconclusive")
-
-
-def to_json(tree):
-    """NumPy and JAX values as lists and floats; NaN and inf as strings (JSON has neither)."""
-    if isinstance(tree, dict):
-        return {str(k): to_json(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [to_json(v) for v in tree]
-    if hasattr(tree, "tolist") and not isinstance(tree, (str, bytes)):
-        return to_json(np.asarray(tree).tolist())
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return str(tree)
-    return tree
-
-
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_json(payload), indent=1))
-    tmp.replace(path)  # never a half-written file
 
 
 # ----------------------------------------------------------------------------------- report

@@ -8,17 +8,9 @@ Quick tour::
     carry, ys = gr.unroll(cell, params, xs)        # xs [batch, time, 32] -> ys [batch, time, 128]
 """
 
-from gatedrnn import (
-    diagnostics,
-    interop,
-    models,
-    modules,
-    plots,
-    sweeps,
-    tasks,
-    train,
-    workarounds,
-)
+import importlib
+
+from gatedrnn import checks, diagnostics, workarounds
 from gatedrnn.cells import (
     ACTIVATIONS,
     Cell,
@@ -48,18 +40,35 @@ from gatedrnn.scan import (
     stack,
     unroll,
 )
-from gatedrnn.sweeps import sweep
 from gatedrnn.wrappers import DropoutCarry, learned_initial_carry, recurrent_dropout
 
 __version__ = "0.2.0"
 
 workarounds.apply_on_import()
 
+# imported when first used, so that `import gatedrnn` costs little beyond `import jax`: these
+# bring flax, optax, orbax and matplotlib (benchmarks/import_time.py)
+_LAZY_MODULES = ("interop", "models", "modules", "plots", "sweeps", "tasks", "train")
+_LAZY_NAMES = {"sweep": "sweeps", "SweepResult": "sweeps"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"gatedrnn.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"gatedrnn.{_LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module 'gatedrnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY_MODULES, *_LAZY_NAMES})
+
+
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
-    "Layer", "ScanOptions", "SequenceLayer", "Stack", "StepLayer", "bidirectional", "cell_factory",
-    "check_layer", "diagnostics", "gru", "interop", "learned_initial_carry", "lru", "lstm",
-    "make_cell", "min_gru", "min_lstm", "models", "modules", "num_params", "plots",
-    "recurrent_dropout", "recurrent_matmul", "reverse_valid", "rnn", "stack", "sweep", "sweeps",
-    "tasks", "train", "unroll", "workarounds",
+    "Layer", "ScanOptions", "SequenceLayer", "Stack", "StepLayer", "SweepResult",
+    "bidirectional", "cell_factory", "check_layer", "checks", "diagnostics", "gru", "interop",
+    "learned_initial_carry", "lru", "lstm", "make_cell", "min_gru", "min_lstm", "models",
+    "modules", "num_params", "plots", "recurrent_dropout", "recurrent_matmul", "reverse_valid",
+    "rnn", "stack", "sweep", "sweeps", "tasks", "train", "unroll", "workarounds",
 ]

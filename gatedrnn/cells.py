@@ -63,7 +63,7 @@ class StepLayer(Layer, Protocol):
 
     Optional attributes: ``gates(params, carry, u_t) -> dict`` (gate statistics) and
     ``linear`` (``True`` when the new carry is ``a_t * carry + b_t`` elementwise, so
-    ``unroll(..., method="associative")`` may run it).
+    ``unroll(..., options=ScanOptions(method="associative"))`` may run it).
     """
 
     def project(self, params: Params, x: Array) -> Array:
@@ -553,7 +553,7 @@ def _gated_affine(params: Params, x: Array) -> Array:
     and fuses it into the step's gate fusion, and XLA:CPU's fusion emitters run slices of a
     value computed there from the step's dynamic slice of the inputs slowly: the GRU's
     forward at B=1, I=1, H=128 took 4.0 us a step against 2.4 with the product kept a dot
-    (docs/cells.md, "Speed"; docs/upstream/sliced_dynamic_slice/run.py). On
+    (docs/performance.md; docs/upstream/sliced_dynamic_slice/run.py). On
     :data:`ONE_FEATURE_DOT`'s backends the product is then :func:`_one_feature_product`."""
     w_x = params["w_x"]
     if w_x.shape[0] == 1 == jnp.shape(x)[-1] and jax.default_backend() in ONE_FEATURE_DOT:
@@ -799,7 +799,7 @@ def _lstm_state_jvp(coupled: bool, primals: tuple, tangents: tuple) -> tuple:
     # Autodiff of the plain equations keeps 11 per-step arrays besides h_{t-1} for the
     # backward pass (gates, tanh(c_t), copies of them, c_{t-1}); one coefficient per tangent
     # term keeps 6, and a CPU step spends much of its time writing and reading them back
-    # (docs/cells.md: "Speed"). The tangent map is linear in (d_pre, d_c_tm1):
+    # (docs/performance.md). The tangent map is linear in (d_pre, d_c_tm1):
     #   dc_t = f dc_{t-1} + Σ_gates a_gate d_pre_gate,  dh_t = o (1 - tanh² c_t) dc_t + a_o d_pre_o
     pre, c_tm1 = primals
     d_pre, d_c_tm1 = tangents
@@ -952,9 +952,10 @@ def _g_slope(v: Array) -> Array:
 
 def _linear_terms(like: Array, *terms: tuple) -> Array:
     """``Σ coefficient * tangent`` over ``terms``, leaving out each whose tangent is a
-    ``SymbolicZero``: ``unroll(..., method="associative")`` reads a linear cell's ``a_t`` as
-    the derivative in the carry alone, and a zero array in place of the input's tangent
-    would be multiplied out over every step. Zeros shaped as ``like`` when all are zero."""
+    ``SymbolicZero``: ``unroll(..., options=ScanOptions(method="associative"))`` reads a
+    linear cell's ``a_t`` as the derivative in the carry alone, and a zero array in place of
+    the input's tangent would be multiplied out over every step. Zeros shaped as ``like``
+    when all are zero."""
     live = [c * t for c, t in terms if not isinstance(t, SymbolicZero)]
     return functools.reduce(jnp.add, live) if live else jnp.zeros_like(like)
 
@@ -1137,12 +1138,14 @@ def lru(
     ==========  ==========  =====================================================
 
     The carry is the complex (or real) state; the output has ``2N`` features (``N`` real).
-    Linear in the state: ``unroll(..., method="associative")`` runs it as a parallel scan.
+    Linear in the state: ``unroll(..., options=ScanOptions(method="associative"))`` runs it
+    as a parallel scan.
 
     Args:
         hidden_size: N, the state size.
         complex_state: complex diagonal (the paper) or real diagonal.
-        r_min, r_max: the ring of initial eigenvalue magnitudes (close to 1: long memory).
+        r_min: the inner radius of the ring of initial eigenvalue magnitudes.
+        r_max: its outer radius (close to 1: long memory).
         max_phase: initial phases are uniform in ``[0, max_phase]``.
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params (real).

@@ -7,13 +7,12 @@ Host code: call it on concrete results, outside jit.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
+# no matplotlib.use(...): a notebook keeps its inline backend, and matplotlib itself picks
+# Agg where there is no display
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+from matplotlib import colors as mcolors
 
 # one colour per cell family, whichever way a label spells it ("tanh RNN", "min_gru", ...)
 _COLORS = (("mingru", "tab:orange"), ("minlstm", "tab:purple"), ("lru", "tab:brown"),

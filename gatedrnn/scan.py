@@ -725,7 +725,8 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
         carry: the initial carry.
         inputs: per-step inputs, each leaf ``[T, ...]``; integer and boolean leaves (step
             indices, reset flags) get no derivative.
-        reverse, unroll: as ``lax.scan``'s.
+        reverse: as ``lax.scan``'s.
+        unroll: as ``lax.scan``'s.
 
     Returns:
         ``(final_carry, ys)`` as ``lax.scan``'s.

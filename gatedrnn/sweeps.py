@@ -223,14 +223,27 @@ def summarize(metrics: dict, solved: np.ndarray | None = None) -> dict:
     return out
 
 
-def _to_json(tree):
-    return jax.tree.map(lambda v: np.asarray(v).tolist(), tree)
+def to_json(tree):
+    """``tree`` with NumPy and JAX arrays and scalars as lists and numbers, tuples as lists
+    and keys as strings. Non-finite floats stay floats: :func:`write_json` writes them as
+    ``NaN``, ``Infinity`` and ``-Infinity``, which Python's ``json`` (and NumPy, pandas)
+    read back as numbers, where strings would make a diverged run's metrics text."""
+    if isinstance(tree, Mapping):
+        return {str(k): to_json(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [to_json(v) for v in tree]
+    if hasattr(tree, "tolist") and not isinstance(tree, (str, bytes)):
+        return to_json(np.asarray(tree).tolist())
+    return tree
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
-    os.replace(tmp, path)  # atomic: a kill never leaves a half-written file
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Writes :func:`to_json` of ``payload`` to ``path`` atomically (a kill never leaves a
+    half-written file): the one JSON writer of the library and its experiments."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_json(payload), indent=1, allow_nan=True))
+    os.replace(tmp, path)
 
 
 def _fetch(tree, runs: int):
@@ -386,7 +399,7 @@ def sweep(config: Config, *, seeds: int = 1, grid: Mapping[str, Sequence[float]]
                   f"of {config.steps}", file=sys.stderr)
     else:
         initial = _fetch(initial, runs)
-        record = {**identity, "evals_done": 0, "metrics": {}, "initial": _to_json(initial),
+        record = {**identity, "evals_done": 0, "metrics": {}, "initial": to_json(initial),
                   "written": (record or {}).get("written", [])}
 
     bar = _progress_bar(config.steps, record["evals_done"] * config.eval_every,
@@ -397,7 +410,7 @@ def sweep(config: Config, *, seeds: int = 1, grid: Mapping[str, Sequence[float]]
         if out is not None:
             saved = _checkpoint(out, state, record, record["evals_done"] + chunk)
         record["evals_done"] += chunk
-        for name, values in _to_json(metrics).items():
+        for name, values in to_json(metrics).items():
             record["metrics"][name] = [a + b for a, b in
                                        zip(record["metrics"].get(name, [[]] * runs), values)]
         if out is not None:
@@ -413,7 +426,10 @@ def sweep(config: Config, *, seeds: int = 1, grid: Mapping[str, Sequence[float]]
 def _progress_bar(total: int, done: int, show: bool, label: str):
     if not show:
         return None
-    from tqdm.auto import tqdm
+    with warnings.catch_warnings():
+        # in a notebook without ipywidgets tqdm.auto warns, then falls back to a text bar
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
     return tqdm(total=total, initial=done, desc=f"sweep {label}", unit="step", file=sys.stderr)
 
 
@@ -520,7 +536,7 @@ def _check_out_dir(out: Path, record: dict | None) -> None:
 
 def _write_record(out: Path, record: dict) -> None:
     if jax.process_index() == 0:
-        _write_json(out / "sweep.json", record)
+        write_json(out / "sweep.json", record)
 
 
 def _checkpointer():
@@ -550,13 +566,13 @@ def _remove_written(out: Path, record: dict, keep: str | None) -> None:
     ``state/`` once empty), then writes the record without them."""
     if jax.process_index() != 0:
         return
-    _write_json(out / "sweep.json", record)
+    write_json(out / "sweep.json", record)
     for name in [n for n in record["written"] if n.startswith("state/") and n != keep]:
         shutil.rmtree(out / name, ignore_errors=True)
         record["written"].remove(name)
     if (out / "state").is_dir() and not any((out / "state").iterdir()):
         (out / "state").rmdir()
-    _write_json(out / "sweep.json", record)
+    write_json(out / "sweep.json", record)
 
 
 def _restore(path: Path, like=None):
@@ -614,8 +630,8 @@ def _finish(config, record, points, seeds, out, state, num_points) -> SweepResul
         record["written"] = sorted({*record.get("written", []), "summary.json", "params"})
         _write_record(out, record)
         if jax.process_index() == 0:
-            _write_json(out / "summary.json", {"grid": _to_json(points),
-                                               **_to_json(summary)})
+            write_json(out / "summary.json", {"grid": to_json(points),
+                                               **to_json(summary)})
         _save_params(out / "params", params)
         _remove_written(out, record, keep=None)
     elif out is not None:

@@ -154,18 +154,35 @@ def _set(variable: str) -> bool:
     return os.environ.get(variable, "") not in ("", "0")
 
 
+# the JAX releases whose CPU runtime was seen to hang (docs/upstream/cpu_deadlock/run.py):
+# 0.10.2. No older release is known to (the floor versions' tests run without the flag), so
+# it is left off there
+HANG_MIN_JAX = (0, 10)
+
+
+def _hang_possible() -> bool:
+    """Whether this process may meet the CPU hang: a JAX of ``HANG_MIN_JAX`` or newer whose
+    ``JAX_PLATFORMS`` (when set) includes the CPU."""
+    import jax
+
+    version = tuple(int(p) for p in jax.__version__.split(".")[:2] if p.isdigit())
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    return version >= HANG_MIN_JAX and (not platforms or "cpu" in platforms.split(","))
+
+
 def apply_on_import() -> None:
     """What ``import gatedrnn`` does: :func:`reuse_cpu_memory` if ``REUSE_OPT_IN`` is set (to
     anything but ``""`` or ``"0"``), :func:`compile_small_loops_whole` if
-    ``SMALL_LOOPS_OPT_IN`` is, then :func:`avoid_cpu_deadlock` unless ``OPT_OUT`` is set. If
-    JAX's backend already started (something computed before ``gatedrnn`` was imported)
-    the flag can no longer take effect, and a CPU run is warned that vmapped gated-cell
-    training may hang."""
+    ``SMALL_LOOPS_OPT_IN`` is, then :func:`avoid_cpu_deadlock` unless ``OPT_OUT`` is set or
+    the hang is not known here (JAX older than ``HANG_MIN_JAX``, or ``JAX_PLATFORMS``
+    without the CPU). If JAX's backend already started (something computed before
+    ``gatedrnn`` was imported) the flag can no longer take effect, and a CPU run is warned
+    that vmapped gated-cell training may hang."""
     if _set(REUSE_OPT_IN):
         reuse_cpu_memory()
     if _set(SMALL_LOOPS_OPT_IN):
         compile_small_loops_whole()
-    if _set(OPT_OUT):
+    if _set(OPT_OUT) or not _hang_possible():
         return
     if not _backends_started():
         avoid_cpu_deadlock()

@@ -16,9 +16,9 @@
 # the device kind, so the same notebook runs unchanged on a CPU, a GPU or a TPU.
 
 # %%
-# Set-up: installs gatedrnn when it is not importable (Colab). Inside a checkout of the
-# repository it installs that checkout; elsewhere set GATEDRNN_SOURCE to a pip target, e.g.
-# the repository's source archive URL ("https://.../archive/refs/heads/main.zip").
+# Set-up: installs gatedrnn when it is not importable (Colab): from GATEDRNN_SOURCE (any pip
+# target) when set, else from a wheel uploaded beside the notebook (gatedrnn-*.whl in
+# /content or the working directory), else from the checkout the notebook sits in.
 import importlib.util
 import os
 import pathlib
@@ -27,12 +27,16 @@ import sys
 
 if importlib.util.find_spec("gatedrnn") is None:
     here = pathlib.Path.cwd()
+    wheels = sorted([*pathlib.Path("/content").glob("gatedrnn-*.whl"),
+                     *here.glob("gatedrnn-*.whl")])
     checkout = next((p for p in (here, *here.parents) if (p / "gatedrnn").is_dir()
                      and (p / "pyproject.toml").is_file()), None)
-    source = str(checkout) if checkout else os.environ.get("GATEDRNN_SOURCE")
-    if source is None:
-        raise RuntimeError("gatedrnn is not installed and this is not a checkout: set "
-                           "GATEDRNN_SOURCE to the repository's source archive URL")
+    source = (os.environ.get("GATEDRNN_SOURCE") or (wheels and str(wheels[-1]))
+              or (checkout and str(checkout)))
+    if not source:
+        raise SystemExit("gatedrnn is not installed. Upload a wheel (`pip wheel --no-deps -w "
+                         "dist .` in a checkout) beside this notebook and rerun this cell,\n"
+                         "or set GATEDRNN_SOURCE to a pip target of gatedrnn first.")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
 
 import jax

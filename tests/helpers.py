@@ -28,6 +28,19 @@ def scan_kw(**kw):
     return {**kw, "options": gr.ScanOptions(**fields)} if fields else kw
 
 
+def x64(enabled: bool):
+    """A context with float64 on or off: ``jax.enable_x64`` (JAX >= 0.7), or its older home in
+    ``jax.experimental`` (the floor versions)."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(enabled)
+    from jax import experimental
+    return experimental.enable_x64() if enabled else experimental.disable_x64()
+
+
+def jax_version() -> tuple[int, ...]:
+    return tuple(int(p) for p in jax.__version__.split(".")[:2] if p.isdigit())
+
+
 def to_numpy(tree):
     return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
 

@@ -42,7 +42,7 @@ def main():
         jax.distributed.initialize(f"localhost:{args.port}", args.processes, args.process)
     if args.interrupt_after:
         import gatedrnn.sweeps as sweeps
-        write = sweeps._write_json
+        write = sweeps.write_json
 
         def write_then_die(path, payload):
             # a hard kill right after the record first counts chunk N done: its checkpoint is
@@ -50,7 +50,7 @@ def main():
             write(path, payload)
             if payload.get("evals_done") == args.interrupt_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-        sweeps._write_json = write_then_die
+        sweeps.write_json = write_then_die
     run(args.out_dir)
     print(f"devices={jax.device_count()} processes={jax.process_count()}")
 

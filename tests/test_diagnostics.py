@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randomize
+from helpers import randomize, x64
 
 import gatedrnn as gr
 from gatedrnn import diagnostics as dg
@@ -129,7 +129,7 @@ def test_gradient_norms_equal_zero_perturbation_autodiff():
 
 
 def test_float32_log_norms_stay_finite_at_lag_1000():
-    with jax.enable_x64(False):
+    with x64(False):
         cell = gr.rnn(16, recurrent_scale=0.5)
         params = cell.init(jax.random.key(0), I)
         xs = jax.random.normal(jax.random.key(1), (2, 1001, I))
@@ -144,7 +144,7 @@ def test_float32_log_norms_stay_finite_at_lag_1000():
 
 
 def test_lstm_with_large_forget_bias_keeps_gradient_that_contractive_rnn_loses():
-    with jax.enable_x64(False):
+    with x64(False):
         xs = jax.random.normal(jax.random.key(1), (8, 300, I))
         loss = lambda ys: ys[:, -1].sum()  # noqa: E731
         lstm = gr.lstm(32, forget_bias=5.0)

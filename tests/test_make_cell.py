@@ -252,7 +252,7 @@ def test_sweep_grid_paths_reach_options_inside_stacks_and_wrappers():
 
 def _janet_with_handwritten_derivative(hidden):
     """The forget-only LSTM of ``user_cells``, its elementwise half under ``jax.custom_jvp``
-    with one coefficient per tangent term, as docs/cells.md ("Speed") tells a user to write
+    with one coefficient per tangent term, as docs/performance.md tells a user to write
     it; the same params as ``forget_only_lstm``."""
     @jax.custom_jvp
     def state(pre, c):

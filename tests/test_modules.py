@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import load_script, randomize
+from helpers import load_script, randomize, x64
 
 import gatedrnn as gr
 
@@ -50,20 +50,28 @@ def test_linen_module_dropout_follows_the_dropout_rng_stream():
 def test_nnx_module_equals_unroll_and_its_gradient_equals_jax_grad(name):
     layer = LAYERS[name]
     module = gr.modules.NNXRecurrent(layer, 3, rngs=nnx.Rngs(params=0))
-    params = randomize(module.params.get_value(), jax.random.key(2))
-    module.params.set_value(params)
+    # flax >= 0.12 reads and writes a Variable with get_value/set_value, older with .value
+    params = randomize(nnx_value(module.params), jax.random.key(2))
+    if hasattr(module.params, "set_value"):
+        module.params.set_value(params)
+    else:
+        module.params.value = params
     xs = jax.random.normal(jax.random.key(0), (2, 6, 3))
     ys = nnx.jit(lambda m, x: m(x)[1])(module, xs)
     np.testing.assert_allclose(ys, gr.unroll(layer, params, xs)[1], rtol=1e-10)
     grads = nnx.grad(lambda m: jnp.sum(m(xs)[1] ** 2))(module)
     expected = jax.grad(lambda p: jnp.sum(gr.unroll(layer, p, xs)[1] ** 2))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8),
-                 grads["params"].get_value(), expected)
+                 nnx_value(grads["params"]), expected)
+
+
+def nnx_value(variable):
+    return variable.get_value() if hasattr(variable, "get_value") else variable.value
 
 
 def test_conv_attention_lstm_example_trains_at_toy_size():
     example = load_script("examples/conv_attention_lstm.py")
-    with jax.enable_x64(False):
+    with x64(False):
         history = example.main(["--steps", "200", "--hidden", "8"])
     assert history["step"] == [100, 200]
     assert history["train_loss"][-1] < np.log(10)         # below chance

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import x64
 
 import gatedrnn as gr
 
@@ -81,7 +82,7 @@ def test_learning_rate_vmaps_as_an_array():
 
 @pytest.mark.parametrize("cell", [gr.gru(16), gr.lstm(16)], ids=["gru", "lstm"])
 def test_lstm_and_gru_learn_the_adding_task_at_a_short_length(cell):
-    with jax.enable_x64(False):
+    with x64(False):
         config = _config(cell, task=gr.tasks.adding(10), steps=600, batch_size=32,
                          eval_every=300, learning_rate=1e-2, eval_batch_size=256)
         result = jax.jit(gr.train.make_train(config))(jax.random.key(0))
