@@ -24,9 +24,10 @@ t0 = time.perf_counter(); import jax
 t1 = time.perf_counter(); import gatedrnn as gr
 t2 = time.perf_counter()
 lazy = {}
-for name in gr._LAZY_MODULES:
+for name in getattr(gr, "_LAZY_MODULES", ()):  # a version before lazy imports has none
     start = time.perf_counter(); getattr(gr, name); lazy[name] = time.perf_counter() - start
-print(json.dumps({"jax": t1 - t0, "gatedrnn": t2 - t1, "lazy": lazy, "version": jax.__version__}))
+print(json.dumps({"jax": t1 - t0, "gatedrnn": t2 - t1, "lazy": lazy, "version": jax.__version__,
+                  "path": gr.__file__}))
 """
 
 
@@ -40,6 +41,7 @@ def measure(repeats: int) -> dict:
             "lazy": {name: statistics.median(r["lazy"][name] for r in runs)
                      for name in runs[0]["lazy"]},
             "jax_version": runs[0]["version"], "python": platform.python_version(),
+            "source": runs[0]["path"],
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
             "repeats": repeats}
 
@@ -51,7 +53,7 @@ def main(argv=None) -> dict:
     result = measure(args.repeats)
     print(f"import jax: {result['jax']:.2f} s; import gatedrnn after it: "
           f"{result['gatedrnn']:.2f} s (JAX {result['jax_version']}, median of "
-          f"{args.repeats} processes)")
+          f"{args.repeats} processes; {result['source']})")
     for name, seconds in sorted(result["lazy"].items(), key=lambda kv: -kv[1]):
         print(f"  gr.{name}, when first used: {seconds:.2f} s")
     return result

@@ -15,6 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def jax_version() -> tuple[int, ...]:
+    """JAX's ``(major, minor)``, for the features that depend on it."""
+    return tuple(int(part) for part in jax.__version__.split(".")[:2] if part.isdigit())
+
+
 def concrete(value: Any) -> np.ndarray | None:
     """``value`` as a NumPy array when it is a concrete number or array; ``None`` when it is
     traced. Strings and other objects raise a TypeError in the callers' checks."""

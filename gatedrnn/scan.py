@@ -148,7 +148,7 @@ def resolve_backward(backward: str, carry: Any, batch_shape: tuple,
             raise TypeError("backward='deferred' needs a floating-point carry; got "
                             f"{_describe(carry)}")
         return True
-    if _jax_version() < DEFERRED_MIN_JAX:
+    if validate.jax_version() < DEFERRED_MIN_JAX:
         return False
     low, high = DEFER_ROWS.get(jax.default_backend(), (0, -1))
     return (backward == "auto" and not checkpoint_every and floating
@@ -160,12 +160,8 @@ MAX_FULL_UNROLL = 256
 
 
 # jax 0.10 is the first whose scan transposes the deferred backward pass's tangent scan
-# (0.5.3 to 0.8 fail an assertion in the scan's transpose rule, 0.9 another error)
+# (0.5.0 to 0.8.0 fail an assertion in the scan's transpose rule, 0.9.0 another error)
 DEFERRED_MIN_JAX = (0, 10)
-
-
-def _jax_version() -> tuple[int, ...]:
-    return tuple(int(part) for part in jax.__version__.split(".")[:2] if part.isdigit())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +209,7 @@ class ScanOptions:
         if self.backward == "deferred" and self.method == "associative":
             raise ValueError("backward='deferred' is a form of the sequential scan's "
                              "backward pass; method='associative' has none to defer")
-        if self.backward == "deferred" and _jax_version() < DEFERRED_MIN_JAX:
+        if self.backward == "deferred" and validate.jax_version() < DEFERRED_MIN_JAX:
             raise ValueError(
                 f"backward='deferred' needs JAX >= {'.'.join(map(str, DEFERRED_MIN_JAX))} "
                 f"(this is {jax.__version__}, whose scan cannot transpose it); use "

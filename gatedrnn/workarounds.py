@@ -163,11 +163,10 @@ HANG_MIN_JAX = (0, 10)
 def _hang_possible() -> bool:
     """Whether this process may meet the CPU hang: a JAX of ``HANG_MIN_JAX`` or newer whose
     ``JAX_PLATFORMS`` (when set) includes the CPU."""
-    import jax
+    from gatedrnn.checks import jax_version
 
-    version = tuple(int(p) for p in jax.__version__.split(".")[:2] if p.isdigit())
     platforms = os.environ.get("JAX_PLATFORMS", "")
-    return version >= HANG_MIN_JAX and (not platforms or "cpu" in platforms.split(","))
+    return jax_version() >= HANG_MIN_JAX and (not platforms or "cpu" in platforms.split(","))
 
 
 def apply_on_import() -> None:

@@ -37,10 +37,6 @@ def x64(enabled: bool):
     return experimental.enable_x64() if enabled else experimental.disable_x64()
 
 
-def jax_version() -> tuple[int, ...]:
-    return tuple(int(p) for p in jax.__version__.split(".")[:2] if p.isdigit())
-
-
 def to_numpy(tree):
     return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
 

@@ -289,3 +289,20 @@ def test_one_feature_times_both_programs_whose_gradients_are_the_same():
         assert result[kind]["gradient_difference"] == 0
         assert all(math.isfinite(ms) and ms > 0 for by_rule in result[kind]["ms"].values()
                    for ms in by_rule.values())
+
+
+def test_import_time_reports_jax_gatedrnn_and_every_lazy_module():
+    import gatedrnn as gr
+    from benchmarks.import_time import main
+
+    result = main(["--repeats", "1"])
+    assert set(result["lazy"]) == set(gr._LAZY_MODULES)
+    assert all(seconds >= 0 for seconds in (result["jax"], result["gatedrnn"],
+                                            *result["lazy"].values()))
+    # what import gatedrnn leaves for later is really not imported yet in a fresh process
+    import subprocess
+    import sys
+    code = ("import sys, gatedrnn; print(sorted(m for m in ('flax', 'optax', 'orbax', "
+            "'matplotlib') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"

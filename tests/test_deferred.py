@@ -15,7 +15,7 @@ import gatedrnn as gr
 from gatedrnn.scan import DEFER_ROWS, resolve_backward
 
 # older JAX cannot transpose the deferred pass's tangent scan: gr.unroll refuses it there
-pytestmark = pytest.mark.skipif(gr.scan._jax_version() < gr.scan.DEFERRED_MIN_JAX,
+pytestmark = pytest.mark.skipif(gr.checks.jax_version() < gr.scan.DEFERRED_MIN_JAX,
                                 reason="backward='deferred' needs JAX >= 0.10")
 
 TOL = 1e-10  # float64 against float64, summed in another order

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sweep_worker
-from helpers import jax_version
 
 import gatedrnn as gr
 
@@ -337,8 +336,8 @@ for cell in (gr.lstm(32), user):
 """
 
 
-@pytest.mark.skipif(jax_version() < (0, 10), reason="which loops XLA builds whole was "
-                                                    "measured on JAX 0.10's XLA")
+@pytest.mark.skipif(gr.checks.jax_version() < (0, 10),
+                    reason="which loops XLA builds whole was measured on JAX 0.10's XLA")
 def test_small_cpu_loops_opt_in_builds_a_single_sequence_loop_whole_with_equal_gradients():
     default = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu")
     whole = _import_in_a_fresh_process(_SMALL_LOOP_GRADIENT, JAX_PLATFORMS="cpu",

@@ -472,8 +472,7 @@ def test_scan_options_are_checked_when_made_and_not_mixed_with_the_old_keywords(
 
 def test_the_deferred_backward_pass_needs_jax_0_10(monkeypatch):
     # older JAX cannot transpose its tangent scan: "auto" falls back to JAX's own derivative
-    import gatedrnn.scan as scan_module
-    monkeypatch.setattr(scan_module, "_jax_version", lambda: (0, 9))
+    monkeypatch.setattr(gr.checks, "jax_version", lambda: (0, 9))
     with pytest.raises(ValueError, match=r"backward='deferred' needs JAX >= 0.10"):
         gr.ScanOptions(backward="deferred")
-    assert not scan_module.resolve_backward("auto", jnp.zeros(3), (1,))
+    assert not gr.scan.resolve_backward("auto", jnp.zeros(3), (1,))
