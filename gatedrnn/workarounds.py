@@ -37,9 +37,7 @@ def avoid_cpu_deadlock() -> None:
     while one waits in ``tsl::BlockUntilReady``. Without this scheduler it runs. XLA reads
     ``XLA_FLAGS`` when the backend starts, at the first computation, so call this before
     anything computes (after ``import jax`` is fine). GPU and TPU backends ignore the flag.
-    Measured cost on a 2-core CPU: 5-10% per training step for one or two seeds, none at
-    four; on ``gr.unroll``'s forward+backward up to 12% for the GRU (1.01-1.14x the time)
-    and none for the LSTM (0.92-1.03x; benchmarks/RESULTS.md).
+    It costs a few percent of a training step with one or two seeds (docs/performance.md).
     """
     _append_xla_flag(CPU_SCHEDULER_FLAG, unless=CPU_SCHEDULER_FLAG)
 
@@ -56,15 +54,13 @@ def reuse_cpu_memory(keep_bytes: int = 2**30) -> bool:
     ``M_ARENA_MAX`` to 1 (every thread allocates from the main heap, which can grow past the
     64 MiB a thread's own heap may take), ``M_MMAP_MAX`` to 0 (no block is mapped on its own)
     and ``M_TRIM_THRESHOLD`` to ``keep_bytes`` (free memory at the top of the heap is returned
-    to the system only beyond that). Measured on a 2-core CPU (benchmarks/RESULTS.md,
-    ``benchmarks/memory_reuse.py``): forward+backward of the shipped cells 1.06-1.34x
-    faster at B=64 and B=256, unchanged at B=1.
+    to the system only beyond that). Batched forward+backward gets faster, a single
+    sequence's does not (the figures: docs/performance.md).
 
     The costs: it applies to the whole process, so memory freed in the middle of the heap
-    stays resident until reused (the benchmark's processes ended 0.4-1.3 GB larger), all
-    threads share one allocator lock, and PyTorch's CPU tensors in the same process are
-    served the same way (its LSTM ran 1.5-1.9x faster). Call it before anything computes:
-    threads that have allocated already keep their own heaps.
+    stays resident until reused (the process ends larger), all threads share one allocator
+    lock, and PyTorch's CPU tensors in the same process are served the same way. Call it
+    before anything computes: threads that have allocated already keep their own heaps.
 
     Args:
         keep_bytes: free bytes at the top of the heap kept rather than returned to the
@@ -100,18 +96,11 @@ def compile_small_loops_whole(max_bytes: int = 2_000_000) -> None:
 
     XLA's CPU runtime otherwise runs a loop's body as a sequence of separately compiled
     kernels and pays a dispatch for each at every step, which dominates a single sequence's
-    short steps. Measured on a 2-core CPU (benchmarks/RESULTS.md), one sequence (``B=1``),
-    2 MB: forward+backward of the tanh RNN, LSTM and GRU 1.05-2.4x faster at H=32 to 256
-    (the LSTM at T=1000, H=128 1.2-1.4x, its forward 1.5x), of the minGRU, minLSTM and LRU
-    1.4-2.9x (their forward up to 6x), with the same values in every case. Loops holding a
-    float32 matmul of more than one row were never built so in these measurements, so
-    batched LSTMs, GRUs and tanh RNNs are unchanged; other loops were, at any batch. It is
-    not the default because it applies to every loop of the process and some run slower as
-    one function: the LRU's forward+backward at B=64, H=64 took 2.4x as long (3.5x at
-    H=128), and the GRU's at B=1, H=512 1.4x with 4 MB. Flax's and Equinox's scans in the
-    same process gain as well. Call it before anything computes. XLA's GPU compilers do
-    not read the option (they pass only extra options not named ``xla_*`` on to LLVM); a
-    TPU's was not checked.
+    short steps; built whole, those loops run faster with the same values. It is not the
+    default because it applies to every loop of the process and some run slower as one
+    function (the LRU's at a batch of 64, and large single-sequence GRUs): the measurements
+    are in docs/performance.md. Call it before anything computes. XLA's GPU compilers do
+    not read the option; a TPU's was not checked.
 
     Args:
         max_bytes: the largest bytes one iteration may access, a positive int; a value in
