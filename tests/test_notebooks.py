@@ -4,6 +4,7 @@ each executes end to end at toy size (``GATEDRNN_NOTEBOOK_TOY=1``) inside the ch
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -45,3 +46,32 @@ def test_notebook_executes_at_toy_size(name):
     sys.path.insert(0, str(NOTEBOOKS))
     import execute
     execute.execute(jupytext.read(NOTEBOOKS / f"{name}.py"), NOTEBOOKS)
+
+
+_PRETEND_NOT_INSTALLED = """
+import importlib.util, subprocess
+real_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "gatedrnn" else real_find_spec(name, *a)
+subprocess.check_call = lambda args: print("INSTALL", args[-1]) or 0
+"""
+
+
+def _first_cell_where_gatedrnn_is_missing(tmp_path, **env):
+    import subprocess
+    setup = next(c.source for c in jupytext.read(NOTEBOOKS / "quickstart.py").cells
+                 if c.cell_type == "code")
+    base = {k: v for k, v in os.environ.items() if k != "GATEDRNN_SOURCE"}
+    return subprocess.run([sys.executable, "-c", _PRETEND_NOT_INSTALLED + setup],
+                          cwd=tmp_path, env={**base, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_first_cell_installs_from_the_source_a_wheel_beside_it_or_says_both_ways(tmp_path):
+    stopped = _first_cell_where_gatedrnn_is_missing(tmp_path)
+    assert stopped.returncode != 0
+    assert "Upload a wheel" in stopped.stderr and "GATEDRNN_SOURCE" in stopped.stderr
+    wheel = tmp_path / "gatedrnn-0.2.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    assert f"INSTALL {wheel}" in _first_cell_where_gatedrnn_is_missing(tmp_path).stdout
+    chosen = _first_cell_where_gatedrnn_is_missing(tmp_path, GATEDRNN_SOURCE="gatedrnn==0.2.0")
+    assert "INSTALL gatedrnn==0.2.0" in chosen.stdout
