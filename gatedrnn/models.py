@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gatedrnn import checks
 from gatedrnn.scan import unroll
@@ -80,11 +79,6 @@ def _dense(key, fan_in: int, fan_out: int) -> dict:
             "b": jnp.zeros((fan_out,))}
 
 
-def _positive_int(value) -> bool:
-    """A Python or NumPy integer above 0 (not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
-
-
 def sequence_model(layer, output_size: int, *, readout: str = "last", embed: int | None = None,
                    dropout: Any = 0.0) -> SequenceModel:
     """A recurrent layer with a linear readout of size ``output_size`` (see SequenceModel).
@@ -98,11 +92,8 @@ def sequence_model(layer, output_size: int, *, readout: str = "last", embed: int
     """
     if readout not in ("last", "all"):
         raise ValueError(f"readout must be 'last' or 'all'; got {readout!r}")
-    if not _positive_int(output_size):
-        raise ValueError(f"output_size must be a positive int; got {output_size!r}")
-    if embed is not None and not _positive_int(embed):
-        raise ValueError(f"embed must be a positive int or None; got {embed!r}")
-    output_size, embed = int(output_size), None if embed is None else int(embed)
+    output_size = checks.size(output_size, "output_size")
+    embed = None if embed is None else checks.size(embed, "embed")
     checks.rate(dropout, "dropout")
     return SequenceModel(layer, output_size, readout, embed, dropout)
 

@@ -647,6 +647,7 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
     else:
         every = resolve_remat(opts.remat, carry, xs.shape[0])
+        factor = resolve_unroll(opts.unroll)
         hoist = resolve_hoist(opts.hoist, checkpoint_every=every)
         per_segment = hoist and every > 1  # projected inside each checkpointed segment
         inputs = _project_rows(cell, params, xs) if hoist and not per_segment else xs
@@ -674,11 +675,11 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
         steps = None if lengths is None else jnp.arange(xs.shape[0])
         if resolve_backward(opts.backward, carry, batch_shape, every):
             carry, ys = deferred_scan(body, consts, carry, (inputs, steps, resets),
-                                      reverse=flip, unroll=opts.unroll)
+                                      reverse=flip, unroll=factor)
         else:
             carry, ys = _checkpointed_scan(functools.partial(body, consts), carry,
                                            (inputs, steps, resets), every, flip,
-                                           opts.unroll, prepare)
+                                           factor, prepare)
     if reverse and lengths is not None:
         ys = reverse_valid(ys, lengths)
     return carry, ys
@@ -1120,7 +1121,6 @@ def unroll(
         resets = _check_resets(resets, batch_shape, num_steps, time_major)
     if checks:
         _check_values(xs, params, lengths, num_steps)
-    opts = opts.replace(unroll=resolve_unroll(opts.unroll))
     carry, ys = _run(cell, params, xs_tm, carry, lengths, reverse, resets, opts, key)
     return carry, ys if time_major else jnp.moveaxis(ys, 0, -2)
 

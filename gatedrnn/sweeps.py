@@ -318,9 +318,7 @@ def sweep(config: Config, *, seeds: int = 1, grid: Mapping[str, Sequence[float]]
     ``jax.distributed.initialize()`` first and run the same script on every host, with an
     ``out_dir`` that every host sees (process 0 writes the records, all write checkpoints).
     """
-    if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds must be a positive int; got {seeds!r}")
-    seeds = int(seeds)
+    seeds = checks.size(seeds, "seeds")
     checks.key(key, "key")
     _validate(config)
     grid = _check_grid(config, _grid_argument(grid, deprecated_grid))

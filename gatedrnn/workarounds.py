@@ -18,6 +18,8 @@ import os
 import platform
 import warnings
 
+from gatedrnn.checks import jax_version
+
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 OPT_OUT = "GATEDRNN_KEEP_CPU_SCHEDULER"
 REUSE_OPT_IN = "GATEDRNN_REUSE_CPU_MEMORY"
@@ -152,8 +154,6 @@ HANG_MIN_JAX = (0, 10)
 def _hang_possible() -> bool:
     """Whether this process may meet the CPU hang: a JAX of ``HANG_MIN_JAX`` or newer whose
     ``JAX_PLATFORMS`` (when set) includes the CPU."""
-    from gatedrnn.checks import jax_version
-
     platforms = os.environ.get("JAX_PLATFORMS", "")
     return jax_version() >= HANG_MIN_JAX and (not platforms or "cpu" in platforms.split(","))
 
