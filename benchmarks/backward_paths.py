@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import gatedrnn as gr
 from gatedrnn import cells
 
-unroll_module = sys.modules["gatedrnn.scan"]
+deferred_module = sys.modules["gatedrnn.deferred"]
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from benchmarks.shapes import add_shape_option  # noqa: E402
@@ -84,7 +84,7 @@ def gradient_paths(cell, xs) -> dict:
             "carry only": grad(plain, argnums=1),
             "jax.grad, h @ w": _traced_with(grad(plain), cells, "TRANSPOSED_COPY_ROWS", {}),
             "deferred, h @ w": _traced_with(deferred(), cells, "TRANSPOSED_COPY_ROWS", {}),
-            "deferred, folded": _traced_with(deferred(), unroll_module, "_transposed_twice",
+            "deferred, folded": _traced_with(deferred(), deferred_module, "_transposed_twice",
                                              lambda v: v)}
 
 

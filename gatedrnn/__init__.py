@@ -10,7 +10,7 @@ Quick tour::
 
 import importlib
 
-from gatedrnn import checks, diagnostics, workarounds
+from gatedrnn import checks, compose, diagnostics, workarounds
 from gatedrnn.cells import (
     ACTIVATIONS,
     Cell,
@@ -29,17 +29,8 @@ from gatedrnn.cells import (
     recurrent_matmul,
     rnn,
 )
-from gatedrnn.scan import (
-    Bidirectional,
-    BidirectionalCarry,
-    ScanOptions,
-    Stack,
-    bidirectional,
-    check_layer,
-    reverse_valid,
-    stack,
-    unroll,
-)
+from gatedrnn.compose import Bidirectional, BidirectionalCarry, Stack, bidirectional, stack
+from gatedrnn.scan import ScanOptions, check_layer, reverse_valid, unroll
 from gatedrnn.wrappers import DropoutCarry, learned_initial_carry, recurrent_dropout
 
 __version__ = "0.2.0"
@@ -67,8 +58,9 @@ def __dir__():
 __all__ = [
     "ACTIVATIONS", "Bidirectional", "BidirectionalCarry", "Cell", "DropoutCarry", "LSTMCarry",
     "Layer", "ScanOptions", "SequenceLayer", "Stack", "StepLayer", "SweepResult",
-    "bidirectional", "cell_factory", "check_layer", "checks", "diagnostics", "gru", "interop",
-    "learned_initial_carry", "lru", "lstm", "make_cell", "min_gru", "min_lstm", "models",
-    "modules", "num_params", "plots", "recurrent_dropout", "recurrent_matmul", "reverse_valid",
-    "rnn", "stack", "sweep", "sweeps", "tasks", "train", "unroll", "workarounds",
+    "bidirectional", "cell_factory", "check_layer", "checks", "compose", "diagnostics", "gru",
+    "interop", "learned_initial_carry", "lru", "lstm", "make_cell", "min_gru", "min_lstm",
+    "models", "modules", "num_params", "plots", "recurrent_dropout", "recurrent_matmul",
+    "reverse_valid", "rnn", "stack", "sweep", "sweeps", "tasks", "train", "unroll",
+    "workarounds",
 ]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gatedrnn.cells import ACTIVATIONS, Cell, gru, lstm, rnn
-from gatedrnn.scan import Bidirectional, Stack, bidirectional, stack
+from gatedrnn.compose import Bidirectional, Stack, bidirectional, stack
 
 _TORCH_KINDS = ("RNN", "LSTM", "GRU")
 

@@ -1,5 +1,10 @@
-"""Running cells over sequences: :func:`unroll`, and the compositions :func:`stack` and
-:func:`bidirectional`, whose values :func:`unroll` accepts like a cell's.
+"""Running layers over sequences: :func:`unroll`, its :class:`ScanOptions`, and the checks of
+its inputs.
+
+A cell is scanned here (``lax.scan``, optionally checkpointed); the deferred backward pass is
+:mod:`gatedrnn.deferred`, the parallel paths (``method="associative"`` and ``"parallel"``)
+are :mod:`gatedrnn.associative`, and the compositions (stacks, bidirectional pairs) are
+:mod:`gatedrnn.compose`: each imports from here or below, never the reverse.
 
 Everything here works time-major internally (``[T, *B, F]``), the layout ``lax.scan`` wants;
 :func:`unroll` moves the time axis once on the way in and once on the way out.
@@ -11,24 +16,17 @@ import dataclasses
 import functools
 import math
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Literal, jaxpr_as_fun
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from gatedrnn import checks as validate
+from gatedrnn.associative import _associative_scan, _expand
 from gatedrnn.cells import Carry, Params
-
-MERGES = {
-    "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
-    "sum": lambda a, b: a + b,
-    "mean": lambda a, b: 0.5 * (a + b),
-    "mul": lambda a, b: a * b,
-}
-
+from gatedrnn.deferred import deferred_scan
 
 METHODS = ("sequential", "associative")
 # Backends on which hoist="auto" projects inside the scan. On a 2-core CPU the
@@ -251,259 +249,6 @@ def _scan_options(options: ScanOptions | None, deprecated: dict) -> ScanOptions:
     return ScanOptions(**fields)
 
 
-class BidirectionalCarry(NamedTuple):
-    """Carry of a :func:`bidirectional` layer: each direction's own carry."""
-
-    fwd: Any
-    bwd: Any
-
-
-def _sublayer(i: int, run, *args, **kwargs):
-    """Runs a sublayer, naming it in any error it raises about its input."""
-    try:
-        return run(*args, **kwargs)
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"layer {i}: {error}") from error
-
-
-class Stack(NamedTuple):
-    """Layers run one after another over the whole sequence; made by :func:`stack`.
-
-    ``params`` and carries are tuples with one entry per layer. A sequence layer
-    (:class:`gatedrnn.cells.SequenceLayer`): :func:`gatedrnn.unroll` calls :meth:`run`.
-    """
-
-    layers: tuple
-    dropout: Any
-    residual: bool
-
-    kind = "stack"
-
-    @property
-    def hidden_size(self) -> int:
-        return self.layers[-1].output_size
-
-    @property
-    def output_size(self) -> int:
-        return self.layers[-1].output_size
-
-    @property
-    def config(self) -> dict:
-        """The arguments of :func:`stack` that made this value."""
-        return {"layers": self.layers, "dropout": self.dropout, "residual": self.residual}
-
-    def rebuild(self, **changes) -> Stack:
-        """``stack(**{**config, **changes})``."""
-        return stack(**{**self.config, **changes})
-
-    def map_layers(self, fn) -> Stack:
-        """The same stack with ``fn(layer)`` in place of every layer."""
-        return self.rebuild(layers=tuple(fn(layer) for layer in self.layers))
-
-    def input_size(self, params: tuple) -> int | None:
-        return self.layers[0].input_size(params[0])
-
-    def init(self, key: PRNGKeyArray, input_size: int) -> tuple:
-        """Params of every layer; layer ``l > 0`` takes layer ``l - 1``'s outputs."""
-        validate.key(key, "key", required=True)
-        params, size = [], input_size
-        for layer, k in zip(self.layers, jax.random.split(key, len(self.layers))):
-            params.append(layer.init(k, size))
-            size = layer.output_size
-        return tuple(params)
-
-    def initial_carry(self, batch_shape=(), *, params=None, key=None, dtype=None) -> tuple:
-        """Tuple of each layer's ``initial_carry`` (``params``/``key`` passed per layer)."""
-        keys = self._keys(key)
-        return tuple(
-            layer.initial_carry(
-                batch_shape, params=None if params is None else params[i], key=keys[i],
-                dtype=dtype,
-            )
-            for i, layer in enumerate(self.layers)
-        )
-
-    def _keys(self, key) -> list:
-        """Layer ``i`` draws from ``keys[i]``, the dropout after it from ``keys[n + i]``."""
-        n = len(self.layers)
-        return [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
-
-    def _drop(self, i: int, ys: Array, keys: list) -> Array:
-        if i == 0 or keys[i] is None or validate.is_zero(self.dropout):
-            return ys
-        keep = 1.0 - self.dropout
-        mask = jax.random.bernoulli(keys[len(self.layers) + i], keep, ys.shape)
-        return ys * mask / keep
-
-    def step(self, params: tuple, carry: tuple, x_t: ArrayLike, *, key=None
-             ) -> tuple[tuple, Array]:
-        """One time step through every layer; with ``key``, dropout between layers (a fresh
-        mask for this step, as :func:`unroll` draws one per step).
-
-        Only for stacks of stepwise layers: a bidirectional layer needs the whole sequence.
-        """
-        new, y = [], jnp.asarray(x_t)
-        keys = self._keys(key)
-        for i, layer in enumerate(self.layers):
-            if not hasattr(layer, "step"):
-                raise TypeError(f"layer {i} ({getattr(layer, 'kind', type(layer).__name__)}) "
-                                "has no step: it needs the whole sequence")
-            inputs = self._drop(i, y, keys)
-            c, out = layer.step(params[i], carry[i], inputs)
-            y = out + y if self.residual and i > 0 else out
-            new.append(c)
-        return tuple(new), y
-
-    def output(self, carry: tuple) -> Array:
-        """The stack's output from its carry: the last layer's (with ``residual``, the sum of
-        every layer's, as the residual connections add them up). Stepwise layers only."""
-        outs = [layer.output(c) for layer, c in zip(self.layers, carry)]
-        return sum(outs[1:], outs[0]) if self.residual else outs[-1]
-
-    def run(self, params, xs, carry, *, lengths, reverse, resets, key, options):
-        """Every layer over time-major ``xs [T, *B, I]`` in turn (see :func:`stack`)."""
-        n = len(self.layers)
-        if carry is not None and (not isinstance(carry, tuple) or len(carry) != n):
-            raise ValueError(
-                f"carry must be a tuple of {n} layer carries; got {_describe(carry)}"
-            )
-        carries = carry if carry is not None else (None,) * n
-        keys = self._keys(key)
-        finals, ys = [], xs
-        for i, sub in enumerate(self.layers):
-            inputs = self._drop(i, ys, keys)
-            c, out = _sublayer(i, unroll, sub, params[i], inputs, carries[i], lengths=lengths,
-                               reverse=reverse, resets=resets, key=keys[i], time_major=True,
-                               options=options)
-            ys = out + ys if self.residual and i > 0 else out
-            finals.append(c)
-        return tuple(finals), ys
-
-
-class Bidirectional(NamedTuple):
-    """A forward and a backward layer over the same inputs; made by :func:`bidirectional`.
-
-    ``params`` is ``{"fwd": ..., "bwd": ...}``; the carry is :class:`BidirectionalCarry`.
-    """
-
-    fwd: Any
-    bwd: Any
-    merge: str
-
-    kind = "bidirectional"
-
-    @property
-    def output_size(self) -> int:
-        if self.merge == "concat":
-            return self.fwd.output_size + self.bwd.output_size
-        return self.fwd.output_size
-
-    hidden_size = output_size
-
-    @property
-    def config(self) -> dict:
-        """The arguments of :func:`bidirectional` that made this value."""
-        return {"fwd": self.fwd, "bwd": self.bwd, "merge": self.merge}
-
-    def rebuild(self, **changes) -> Bidirectional:
-        """``bidirectional(**{**config, **changes})``."""
-        return bidirectional(**{**self.config, **changes})
-
-    def map_layers(self, fn) -> Bidirectional:
-        """The same pair with ``fn(fwd)`` and ``fn(bwd)``."""
-        return self.rebuild(fwd=fn(self.fwd), bwd=fn(self.bwd))
-
-    def input_size(self, params: dict) -> int | None:
-        return self.fwd.input_size(params["fwd"])
-
-    def init(self, key: PRNGKeyArray, input_size: int) -> dict:
-        """``{"fwd": fwd.init(k_fwd, I), "bwd": bwd.init(k_bwd, I)}``."""
-        validate.key(key, "key", required=True)
-        k_fwd, k_bwd = jax.random.split(key)
-        return {"fwd": self.fwd.init(k_fwd, input_size), "bwd": self.bwd.init(k_bwd, input_size)}
-
-    def initial_carry(self, batch_shape=(), *, params=None, key=None, dtype=None):
-        """:class:`BidirectionalCarry` of each direction's ``initial_carry``."""
-        k_fwd, k_bwd = (None, None) if key is None else jax.random.split(key)
-        p = params or {"fwd": None, "bwd": None}
-        return BidirectionalCarry(
-            self.fwd.initial_carry(batch_shape, params=p["fwd"], key=k_fwd, dtype=dtype),
-            self.bwd.initial_carry(batch_shape, params=p["bwd"], key=k_bwd, dtype=dtype),
-        )
-
-    def run(self, params, xs, carry, *, lengths, reverse, resets, key, options):
-        """Both directions over time-major ``xs``; each resets at its own episode starts."""
-        carry = carry if carry is not None else BidirectionalCarry(None, None)
-        if not isinstance(carry, BidirectionalCarry):
-            raise ValueError(f"carry must be a BidirectionalCarry(fwd, bwd); got {type(carry)}")
-        k_fwd, k_bwd = (None, None) if key is None else jax.random.split(key)
-        common = dict(lengths=lengths, resets=resets, time_major=True, options=options)
-        c_fwd, y_fwd = _sublayer(0, unroll, self.fwd, params["fwd"], xs, carry.fwd,
-                                 reverse=reverse, key=k_fwd, **common)
-        c_bwd, y_bwd = _sublayer(1, unroll, self.bwd, params["bwd"], xs, carry.bwd,
-                                 reverse=not reverse, key=k_bwd, **common)
-        return BidirectionalCarry(c_fwd, c_bwd), MERGES[self.merge](y_fwd, y_bwd)
-
-
-def stack(layers, *, dropout: float = 0.0, residual: bool = False) -> Stack:
-    """Stacks layers: layer ``l`` reads the output sequence of layer ``l - 1``.
-
-    Each layer runs over the whole sequence before the next starts (as cuDNN does), so every
-    layer's input projection is one matmul. With a key passed to :func:`unroll`, dropout with
-    rate ``dropout`` is applied to the outputs of every layer but the last, with independent
-    masks per time step (as ``torch.nn.LSTM(dropout=...)``); without a key it is off. With
-    ``residual=True`` layers after the first add their input to their output, ``y_l = f_l(y_{l-1})
-    + y_{l-1}``, which needs equal sizes.
-
-    Args:
-        layers: cells, stacks or bidirectional layers (at least one).
-        dropout: rate in ``[0, 1)``; may be a traced scalar to sweep it.
-        residual: add residual connections around layers after the first.
-    """
-    validate.flag(residual, "residual")
-    if not isinstance(layers, (list, tuple)) or hasattr(layers, "init"):  # a cell is a tuple
-        raise TypeError(f"layers must be a list or tuple of layers; got {type(layers).__name__}")
-    layers = tuple(layers)
-    if not layers:
-        raise ValueError("layers must hold at least one layer; got an empty sequence")
-    for i, layer in enumerate(layers):
-        check_layer(layer, f"layers[{i}]")
-    validate.rate(dropout, "dropout")
-    if residual:
-        for i in range(1, len(layers)):
-            if layers[i].output_size != layers[i - 1].output_size:
-                raise ValueError(
-                    f"residual=True needs equal sizes: layer {i} outputs "
-                    f"{layers[i].output_size} features but reads {layers[i - 1].output_size}"
-                )
-    return Stack(layers, dropout, residual)
-
-
-def bidirectional(fwd, bwd, *, merge: str = "concat") -> Bidirectional:
-    """Runs ``fwd`` over the sequence and ``bwd`` over it reversed, and merges the outputs.
-
-    Outputs stay aligned with the inputs: ``ys[t] = merge(fwd_ys[t], bwd_ys[t])``, where
-    ``bwd_ys[t]`` has seen inputs ``t..L-1`` (with ``lengths``, only the valid part is
-    reversed, as PyTorch's packed sequences).
-
-    Args:
-        fwd: the forward layer (a cell, stack or bidirectional layer).
-        bwd: the backward layer.
-        merge: ``"concat"`` (``[..., H_fwd + H_bwd]``, PyTorch's layout), ``"sum"``,
-            ``"mean"`` or ``"mul"``.
-    """
-    check_layer(fwd, "fwd")
-    check_layer(bwd, "bwd")
-    if not isinstance(merge, str) or merge not in MERGES:
-        raise ValueError(f"merge must be one of {sorted(MERGES)}; got {merge!r}")
-    if merge != "concat" and fwd.output_size != bwd.output_size:
-        raise ValueError(
-            f"merge={merge!r} needs equal output sizes; got fwd {fwd.output_size} and "
-            f"bwd {bwd.output_size}"
-        )
-    return Bidirectional(fwd, bwd, merge)
-
-
 def reverse_valid(xs: Array, lengths: Array) -> Array:
     """Reverses each sequence's first ``lengths[b]`` steps along axis 0, leaving the padding.
 
@@ -513,10 +258,6 @@ def reverse_valid(xs: Array, lengths: Array) -> Array:
     t = jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * lengths.ndim)
     idx = jnp.where(t < lengths, lengths - 1 - t, t)
     return jnp.take_along_axis(xs, idx[..., None], axis=0)
-
-
-def _expand(mask: Array, leaf: Array) -> Array:
-    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
 
 def _describe(tree: Any) -> str:
@@ -644,7 +385,8 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
     if reverse and lengths is not None:
         xs = reverse_valid(xs, lengths)
     if opts.method == "associative":
-        carry, ys = _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip)
+        carry, ys = _associative_scan(cell, params, _project_rows(cell, params, xs), carry,
+                                      lengths, resets, carry_0, flip, xs.shape[-1])
     else:
         every = resolve_remat(opts.remat, carry, xs.shape[0])
         factor = resolve_unroll(opts.unroll)
@@ -698,163 +440,6 @@ def _project_rows(cell, params: Params, xs: Array) -> Any:
     return jax.tree.map(lambda r: r.reshape(*lead, *r.shape[1:]), rows)
 
 
-def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=1):
-    """``lax.scan(lambda c, x: body(consts, c, x), carry, inputs)`` whose derivatives in
-    ``consts`` and the floating-point ``inputs`` are taken outside the loop, for all steps at
-    once: the weight gradients as one matmul over all ``T*B`` rows after the backward loop,
-    which carries only the carry's cotangent, as cuDNN's RNN backward does.
-
-    It is a ``jax.custom_jvp``, so forward mode (``jax.jvp``, ``jax.jacfwd``) and higher
-    derivatives work as for the plain scan. With ``J_t`` the derivative of a step in its carry
-    at step ``t`` and ``v_t`` its derivative in ``(consts, x_t)`` applied to their tangents,
-    the carry's tangent is the linear recurrence ``dc_t = J_t dc_{t-1} + v_t``. The forward
-    loop linearizes each step once (``jax.linearize``), in carry, consts and input, and keeps
-    the residuals of that linearization that vary from step to step (those that depend only
-    on ``consts`` are computed once, outside the loop). From the same residuals the forcings
-    ``v_t`` are one ``vmap`` over all steps and the recurrence is a scan of ``J_t`` alone.
-    Transposed by ``jax.grad``, that scan carries the carry's cotangent alone and ``v``'s
-    transpose is one batched product after it. Needs a floating-point ``carry``; stores
-    each step's residuals.
-
-    Args:
-        body: ``body(consts, carry, x_t) -> (carry, y_t)``, for any pytrees.
-        consts: what the step reads besides its carry and inputs (params; any pytree).
-        carry: the initial carry.
-        inputs: per-step inputs, each leaf ``[T, ...]``; integer and boolean leaves (step
-            indices, reset flags) get no derivative.
-        reverse: as ``lax.scan``'s.
-        unroll: as ``lax.scan``'s.
-
-    Returns:
-        ``(final_carry, ys)`` as ``lax.scan``'s.
-    """
-    leaves, treedef = jax.tree.flatten(inputs)
-    floating = [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves]
-
-    def step(k, c, x_float, x_other):
-        x_float, x_other = iter(x_float), iter(x_other)
-        x = [next(x_float) if f else next(x_other) for f in floating]
-        return body(k, c, jax.tree.unflatten(treedef, x))
-
-    def scan(fn, c, xs):
-        return jax.lax.scan(fn, c, xs, reverse=reverse, unroll=unroll)
-
-    @jax.custom_jvp
-    def run(k, c, x_float, x_other):
-        return scan(lambda c, x: step(k, c, *x), c, (x_float, x_other))
-
-    @run.defjvp
-    def run_jvp(primals, tangents):
-        k, c0, x_float, x_other = primals
-        d_k, d_c0, d_float, _ = tangents
-        one_step = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype),
-                                (x_float, x_other))
-        linearized, varying, assemble = _step_linearization(step, k, c0, one_step)
-
-        def forward(c, x):
-            (c_next, y), residuals = linearized(c, *x)
-            return c_next, (y, [r for r, v in zip(residuals, varying) if v])
-
-        final, (ys, per_step) = scan(forward, c0, (x_float, x_other))
-        # the residuals that depend on consts alone are the same at any point: at the first
-        # step's (zeros when there is none), where the user's step is defined
-        first = jax.tree.map(lambda v, s: v[0] if v.shape[0] else jnp.zeros(s.shape, s.dtype),
-                             (x_float, x_other), one_step)
-        _, fixed = linearized(c0, *first)
-        zero_c, zero_k, zero_x = map(_tangent_zeros, (c0, k, one_step[0]))
-
-        # each map is the step's linearization with the other tangents zero, taken as a JVP
-        # of it so that those zeros are symbolic: no product of a zero is left to compute
-        def forcing(lin, dx):
-            return jax.jvp(lambda dk, dx: lin(zero_c, dk, dx), (zero_k, zero_x), (d_k, dx))[1]
-
-        axes = assemble([None] * len(fixed), [0] * len(per_step))
-        # transposed, a product ``x_t @ dw`` over all steps is ``dot(g, x)`` followed by a
-        # transpose, which XLA's CPU backend folds into one dot of both operands transposed
-        # and runs at a third of the speed (forward+backward 1.07-1.16x faster kept apart for
-        # the LSTM and GRU at 4 to 16 rows, 1.4x at 64; docs/cells.md); a barrier between
-        # two transposes of each matrix among the consts' tangents (the params, and the
-        # initial carry, where it costs two small copies) keeps them apart
-        d_k = jax.tree.map(_transposed_twice, d_k)
-        forcings = jax.vmap(forcing, in_axes=(axes, 0))(assemble(fixed, per_step), d_float)
-
-        def recurrence(dc, inp):
-            residuals, (v_c, v_y) = inp
-            lin = assemble(fixed, residuals)
-            d_c, d_y = jax.jvp(lambda dc: lin(dc, zero_k, zero_x), (zero_c,), (dc,))[1]
-            return jax.tree.map(jnp.add, d_c, v_c), jax.tree.map(jnp.add, d_y, v_y)
-
-        d_final, d_ys = scan(recurrence, d_c0, (per_step, forcings))
-        return (final, ys), (d_final, d_ys)
-
-    x_float = [leaf for leaf, f in zip(leaves, floating) if f]
-    x_other = [leaf for leaf, f in zip(leaves, floating) if not f]
-    return run(consts, carry, x_float, x_other)
-
-
-def _step_linearization(step, k, c0, one_step):
-    """The linearization of ``step(k, c, x_float, x_other)`` in ``(c, k, x_float)``, traced
-    once: ``(linearized, varying, assemble)``. ``linearized(c, x_float, x_other)`` gives the
-    step's output and the linearization's residuals (a list of arrays); ``varying[i]`` says
-    whether residual ``i`` depends on the carry or the inputs (else on ``k`` alone);
-    ``assemble(fixed, per_step)`` rebuilds the linear map ``(dc, dk, dx_float) -> (d_carry,
-    d_y)`` (a ``jax.tree_util.Partial``) from the residuals, taking the varying ones in turn
-    from ``per_step`` and the others from ``fixed``, a list as long as all of them."""
-    structure = []
-
-    def linearize(c, k, x_float, x_other):
-        out, lin = jax.linearize(lambda c, k, x: step(k, c, x, x_other), c, k, x_float)
-        residuals, lin_tree = jax.tree.flatten(lin)
-        structure.append((jax.tree.structure(out), lin_tree))
-        return jax.tree.leaves(out), residuals
-
-    closed = jax.make_jaxpr(linearize)(c0, k, *one_step)
-    (out_tree, lin_tree), = structure
-    flat_k = jax.tree.leaves(k)
-    num_c, num_out = len(jax.tree.leaves(c0)), out_tree.num_leaves
-    invars = closed.jaxpr.invars
-    sources = [*invars[:num_c], *invars[num_c + len(flat_k):]]
-    varying = _depends_on(closed.jaxpr, sources)[num_out:]
-    evaluate = jaxpr_as_fun(closed)
-
-    def linearized(c, x_float, x_other):
-        flat = evaluate(*jax.tree.leaves(c), *flat_k, *jax.tree.leaves((x_float, x_other)))
-        return jax.tree.unflatten(out_tree, flat[:num_out]), flat[num_out:]
-
-    def assemble(fixed, per_step):
-        per_step = iter(per_step)
-        return jax.tree.unflatten(lin_tree, [next(per_step) if v else r
-                                             for r, v in zip(fixed, varying)])
-
-    return linearized, varying, assemble
-
-
-def _depends_on(jaxpr, sources) -> list[bool]:
-    """For each output of ``jaxpr``, whether it depends on any of the variables ``sources``
-    (conservatively: an equation's outputs depend on all of its inputs)."""
-    reached = set(sources)
-    for eqn in jaxpr.eqns:
-        if any(not isinstance(v, Literal) and v in reached for v in eqn.invars):
-            reached.update(eqn.outvars)
-    return [not isinstance(v, Literal) and v in reached for v in jaxpr.outvars]
-
-
-def _transposed_twice(v):
-    """``v`` itself, its last two axes swapped twice with an optimization barrier between."""
-    if v.ndim < 2 or not jnp.issubdtype(v.dtype, jnp.inexact):
-        return v
-    return jnp.swapaxes(jax.lax.optimization_barrier(jnp.swapaxes(v, -1, -2)), -1, -2)
-
-
-def _tangent_zeros(tree):
-    """Zero tangents for the arrays (or shapes) of ``tree``: ``float0`` for integer ones."""
-    def zero(v):
-        if jnp.issubdtype(v.dtype, jnp.inexact):
-            return jnp.zeros(v.shape, v.dtype)
-        return np.zeros(v.shape, jax.dtypes.float0)
-    return jax.tree.map(zero, tree)
-
-
 def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
                        prepare=None):
     """``lax.scan(body, carry, inputs)`` that keeps, for the backward pass, only the carry
@@ -887,122 +472,6 @@ def _checkpointed_scan(body, carry, inputs, every: int, reverse: bool, unroll,
         ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
     return carry, ys
 
-
-def _associative_scan(cell, params, xs, carry, lengths, resets, carry_0, flip):
-    """A cell whose step is ``carry_t = a_t * carry_{t-1} + b_t`` as a parallel prefix scan.
-
-    ``a_t`` and ``b_t`` are read off ``recur`` itself, as the value and the forward-mode
-    derivative at a zero carry (exact for an affine map). The pairs combine as
-    ``(a, b) ∘ (a', b') = (a' a, a' b + b')`` with ``jax.lax.associative_scan``: ``O(log T)``
-    depth and no division, so it is stable at any length. A frozen step (past ``lengths``) is
-    ``(1, 0)``; a reset step is ``(0, a_t * carry_0 + b_t)``.
-    """
-    if not getattr(cell, "linear", False):
-        raise ValueError(
-            f"method='associative' needs a cell whose new carry is linear in the old one "
-            f"(made with gr.make_cell(..., linear=True), as gr.min_gru, gr.min_lstm and "
-            f"gr.lru are); cell {getattr(cell, 'kind', type(cell).__name__)!r} is not: use "
-            "method='sequential'"
-        )
-    _check_linear(cell, xs.shape[-1])
-    us = _project_rows(cell, params, xs)
-    zeros = jax.tree.map(jnp.zeros_like, carry)
-    ones = jax.tree.map(jnp.ones_like, carry)
-
-    def coefficients(u_t):
-        b_t, a_t = jax.jvp(lambda c: cell.recur(params, c, u_t)[0], (zeros,), (ones,))
-        return a_t, b_t
-
-    a, b = jax.vmap(coefficients)(us)
-    steps = jnp.arange(xs.shape[0])
-    if lengths is not None:
-        valid = (steps.reshape((-1,) + (1,) * lengths.ndim) < lengths)
-        a = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 1), a)
-        b = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 0), b)
-    if resets is not None:
-        b = jax.tree.map(lambda a_t, b_t, c0: jnp.where(_expand(resets, b_t), a_t * c0 + b_t,
-                                                        b_t), a, b, carry_0)
-        a = jax.tree.map(lambda v: jnp.where(_expand(resets, v), 0, v), a)
-    if flip:
-        a, b = jax.tree.map(lambda v: v[::-1], (a, b))
-    # The given carry enters as a first element (0, carry), so the prefixes are the carries.
-    a = jax.tree.map(lambda v, c: jnp.concatenate([jnp.zeros_like(c)[None], v]), a, carry)
-    b = jax.tree.map(lambda v, c: jnp.concatenate([c[None], v]), b, carry)
-
-    def combine(first, second):
-        (a_1, b_1), (a_2, b_2) = first, second
-        return (jax.tree.map(jnp.multiply, a_2, a_1),
-                jax.tree.map(lambda a2, b1, b2: a2 * b1 + b2, a_2, b_1, b_2))
-
-    _, carries = jax.lax.associative_scan(combine, (a, b))
-    carries = jax.tree.map(lambda v: v[1:], carries)
-    ys = jax.vmap(cell.output)(carries)
-    final = jax.tree.map(lambda v, c: v[-1] if v.shape[0] else c, carries, carry)
-    if flip:
-        ys = ys[::-1]
-    if lengths is not None:
-        ys = jnp.where(_expand(valid, ys), ys, jnp.zeros_like(ys))
-    return final, ys
-
-
-def _check_linear(cell, input_size: int) -> None:
-    """Tests a cell's ``linear=True`` declaration before the associative path trusts it.
-
-    With concrete values (params from the cell's own ``init``, random inputs and carries;
-    evaluated while tracing, so a traced run is checked too): the new carry must be
-    ``a * carry + b`` elementwise, with ``a`` and ``b`` read off at a zero carry as the
-    associative path reads them, and ``core``'s ``h_t`` must equal ``output(carry)``, which
-    the associative path emits. A dense linear map ``h @ A + u``, a nonlinear ``core`` or a
-    readout other than ``output`` is refused here instead of giving other numbers than
-    ``method="sequential"``. A probe, not a proof: a cell that is elementwise-affine only
-    for the params ``init`` draws would pass."""
-    with jax.ensure_compile_time_eval():
-        k_params, k_x, k_c = jax.random.split(jax.random.key(0x11EA), 3)
-        params = cell.init(k_params, input_size)
-        u = cell.project(params, jax.random.normal(k_x, (2, input_size)))
-        shape = cell.initial_carry((2,), params=params)
-        leaves, tree = jax.tree.flatten(shape)
-        keys = jax.random.split(k_c, len(leaves))
-        probe = jax.tree.unflatten(tree, [_random_like(k, leaf)
-                                          for k, leaf in zip(keys, leaves)])
-        zeros = jax.tree.map(jnp.zeros_like, probe)
-        ones = jax.tree.map(jnp.ones_like, probe)
-        b, a = jax.jvp(lambda c: cell.recur(params, c, u)[0], (zeros,), (ones,))
-        new, h_t = cell.recur(params, probe, u)
-        affine = jax.tree.map(lambda a, c, b: a * c + b, a, probe, b)
-        read = cell.output(new)
-        new, affine, h_t, read = jax.tree.map(np.asarray, (new, affine, h_t, read))
-
-    def gap(x, y) -> float:
-        scale = max(1.0, float(np.max(np.abs(y)))) if y.size else 1.0
-        return float(np.max(np.abs(x - y))) / scale if x.size else 0.0
-
-    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-    tolerance = max(1e-4, 100 * float(jnp.finfo(dtype).eps))
-    kind = getattr(cell, "kind", type(cell).__name__)
-    off = max(gap(x, y) for x, y in zip(jax.tree.leaves(new), jax.tree.leaves(affine)))
-    if off > tolerance:
-        raise ValueError(
-            f"cell {kind!r} is declared linear (make_cell(..., linear=True)), but its new carry "
-            f"is not a * carry + b elementwise: at a random carry it differs from that by "
-            f"{off:.3g} (relative), with a and b read off at a zero carry. "
-            "method='associative' needs carry_t = a_t * carry_{t-1} + b_t, a_t and b_t "
-            "depending on the input only (a diagonal recurrence; a dense h @ A is not one). "
-            "Use method='sequential', or drop linear=True")
-    if h_t.shape != read.shape or gap(h_t, read) > tolerance:
-        raise ValueError(
-            f"cell {kind!r} is declared linear, but core's h_t (shape {jnp.shape(h_t)}) is not "
-            f"output(carry) (shape {jnp.shape(read)}): method='associative' emits "
-            "output(carry), method='sequential' core's h_t, so they would differ. Make core "
-            "return output(carry) as h_t, or give make_cell the output function")
-
-
-def _random_like(key, leaf) -> Array:
-    """Standard normal values of ``leaf``'s shape and dtype (complex: both parts)."""
-    value = jax.random.normal(key, leaf.shape, jnp.float32)
-    if jnp.iscomplexobj(leaf):
-        value = value + 1j * jax.random.normal(jax.random.fold_in(key, 1), leaf.shape)
-    return value.astype(leaf.dtype)
 
 
 def _run(layer, params, xs, carry, lengths, reverse, resets, opts, key):
@@ -1172,8 +641,7 @@ def _check_lengths(lengths: ArrayLike, batch_shape: tuple, num_steps: int) -> Ar
 
 
 __all__ = [
-    "BACKWARDS", "Bidirectional", "BidirectionalCarry", "DEFER_ROWS", "MERGES", "METHODS",
-    "REMAT_AUTO_BYTES", "ScanOptions", "Stack", "bidirectional", "check_layer", "check_params",
-    "deferred_scan", "resolve_backward", "resolve_hoist", "resolve_remat", "resolve_unroll",
-    "reverse_valid", "stack", "unroll",
+    "BACKWARDS", "DEFER_ROWS", "METHODS", "REMAT_AUTO_BYTES", "ScanOptions", "check_layer",
+    "check_params", "resolve_backward", "resolve_hoist", "resolve_remat", "resolve_unroll",
+    "reverse_valid", "unroll",
 ]

@@ -1,0 +1,132 @@
+"""The parallel paths of :func:`gatedrnn.unroll`: ``method="associative"`` for a cell linear in
+its carry (a prefix scan of ``(a_t, b_t)`` pairs, ``O(log T)`` depth) and ``method="parallel"``
+for a cell that offers its own whole-sequence form (``make_cell(..., parallel=...)``, as the
+mLSTM's quadratic form)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+
+def _expand(mask: Array, leaf: Array) -> Array:
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+
+def _associative_scan(cell, params, us, carry, lengths, resets, carry_0, flip, input_size):
+    """A cell whose step is ``carry_t = a_t * carry_{t-1} + b_t`` as a parallel prefix scan.
+
+    ``a_t`` and ``b_t`` are read off ``recur`` itself, as the value and the forward-mode
+    derivative at a zero carry (exact for an affine map). The pairs combine as
+    ``(a, b) ∘ (a', b') = (a' a, a' b + b')`` with ``jax.lax.associative_scan``: ``O(log T)``
+    depth and no division, so it is stable at any length. A frozen step (past ``lengths``) is
+    ``(1, 0)``; a reset step is ``(0, a_t * carry_0 + b_t)``.
+    """
+    if not getattr(cell, "linear", False):
+        raise ValueError(
+            f"method='associative' needs a cell whose new carry is linear in the old one "
+            f"(made with gr.make_cell(..., linear=True), as gr.min_gru, gr.min_lstm and "
+            f"gr.lru are); cell {getattr(cell, 'kind', type(cell).__name__)!r} is not: use "
+            "method='sequential'"
+        )
+    _check_linear(cell, input_size)
+    zeros = jax.tree.map(jnp.zeros_like, carry)
+    ones = jax.tree.map(jnp.ones_like, carry)
+
+    def coefficients(u_t):
+        b_t, a_t = jax.jvp(lambda c: cell.recur(params, c, u_t)[0], (zeros,), (ones,))
+        return a_t, b_t
+
+    a, b = jax.vmap(coefficients)(us)
+    steps = jnp.arange(jax.tree.leaves(us)[0].shape[0])
+    if lengths is not None:
+        valid = (steps.reshape((-1,) + (1,) * lengths.ndim) < lengths)
+        a = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 1), a)
+        b = jax.tree.map(lambda v: jnp.where(_expand(valid, v), v, 0), b)
+    if resets is not None:
+        b = jax.tree.map(lambda a_t, b_t, c0: jnp.where(_expand(resets, b_t), a_t * c0 + b_t,
+                                                        b_t), a, b, carry_0)
+        a = jax.tree.map(lambda v: jnp.where(_expand(resets, v), 0, v), a)
+    if flip:
+        a, b = jax.tree.map(lambda v: v[::-1], (a, b))
+    # The given carry enters as a first element (0, carry), so the prefixes are the carries.
+    a = jax.tree.map(lambda v, c: jnp.concatenate([jnp.zeros_like(c)[None], v]), a, carry)
+    b = jax.tree.map(lambda v, c: jnp.concatenate([c[None], v]), b, carry)
+
+    def combine(first, second):
+        (a_1, b_1), (a_2, b_2) = first, second
+        return (jax.tree.map(jnp.multiply, a_2, a_1),
+                jax.tree.map(lambda a2, b1, b2: a2 * b1 + b2, a_2, b_1, b_2))
+
+    _, carries = jax.lax.associative_scan(combine, (a, b))
+    carries = jax.tree.map(lambda v: v[1:], carries)
+    ys = jax.vmap(cell.output)(carries)
+    final = jax.tree.map(lambda v, c: v[-1] if v.shape[0] else c, carries, carry)
+    if flip:
+        ys = ys[::-1]
+    if lengths is not None:
+        ys = jnp.where(_expand(valid, ys), ys, jnp.zeros_like(ys))
+    return final, ys
+
+
+def _check_linear(cell, input_size: int) -> None:
+    """Tests a cell's ``linear=True`` declaration before the associative path trusts it.
+
+    With concrete values (params from the cell's own ``init``, random inputs and carries;
+    evaluated while tracing, so a traced run is checked too): the new carry must be
+    ``a * carry + b`` elementwise, with ``a`` and ``b`` read off at a zero carry as the
+    associative path reads them, and ``core``'s ``h_t`` must equal ``output(carry)``, which
+    the associative path emits. A dense linear map ``h @ A + u``, a nonlinear ``core`` or a
+    readout other than ``output`` is refused here instead of giving other numbers than
+    ``method="sequential"``. A probe, not a proof: a cell that is elementwise-affine only
+    for the params ``init`` draws would pass."""
+    with jax.ensure_compile_time_eval():
+        k_params, k_x, k_c = jax.random.split(jax.random.key(0x11EA), 3)
+        params = cell.init(k_params, input_size)
+        u = cell.project(params, jax.random.normal(k_x, (2, input_size)))
+        shape = cell.initial_carry((2,), params=params)
+        leaves, tree = jax.tree.flatten(shape)
+        keys = jax.random.split(k_c, len(leaves))
+        probe = jax.tree.unflatten(tree, [_random_like(k, leaf)
+                                          for k, leaf in zip(keys, leaves)])
+        zeros = jax.tree.map(jnp.zeros_like, probe)
+        ones = jax.tree.map(jnp.ones_like, probe)
+        b, a = jax.jvp(lambda c: cell.recur(params, c, u)[0], (zeros,), (ones,))
+        new, h_t = cell.recur(params, probe, u)
+        affine = jax.tree.map(lambda a, c, b: a * c + b, a, probe, b)
+        read = cell.output(new)
+        new, affine, h_t, read = jax.tree.map(np.asarray, (new, affine, h_t, read))
+
+    def gap(x, y) -> float:
+        scale = max(1.0, float(np.max(np.abs(y)))) if y.size else 1.0
+        return float(np.max(np.abs(x - y))) / scale if x.size else 0.0
+
+    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+    tolerance = max(1e-4, 100 * float(jnp.finfo(dtype).eps))
+    kind = getattr(cell, "kind", type(cell).__name__)
+    off = max(gap(x, y) for x, y in zip(jax.tree.leaves(new), jax.tree.leaves(affine)))
+    if off > tolerance:
+        raise ValueError(
+            f"cell {kind!r} is declared linear (make_cell(..., linear=True)), but its new carry "
+            f"is not a * carry + b elementwise: at a random carry it differs from that by "
+            f"{off:.3g} (relative), with a and b read off at a zero carry. "
+            "method='associative' needs carry_t = a_t * carry_{t-1} + b_t, a_t and b_t "
+            "depending on the input only (a diagonal recurrence; a dense h @ A is not one). "
+            "Use method='sequential', or drop linear=True")
+    if h_t.shape != read.shape or gap(h_t, read) > tolerance:
+        raise ValueError(
+            f"cell {kind!r} is declared linear, but core's h_t (shape {jnp.shape(h_t)}) is not "
+            f"output(carry) (shape {jnp.shape(read)}): method='associative' emits "
+            "output(carry), method='sequential' core's h_t, so they would differ. Make core "
+            "return output(carry) as h_t, or give make_cell the output function")
+
+
+def _random_like(key, leaf) -> Array:
+    """Standard normal values of ``leaf``'s shape and dtype (complex: both parts)."""
+    value = jax.random.normal(key, leaf.shape, jnp.float32)
+    if jnp.iscomplexobj(leaf):
+        value = value + 1j * jax.random.normal(jax.random.fold_in(key, 1), leaf.shape)
+    return value.astype(leaf.dtype)
