@@ -25,9 +25,12 @@ from gatedrnn.cells import (
     make_cell,
     min_gru,
     min_lstm,
+    mlstm,
     num_params,
     recurrent_matmul,
+    rg_lru,
     rnn,
+    slstm,
 )
 from gatedrnn.compose import Bidirectional, BidirectionalCarry, Stack, bidirectional, stack
 from gatedrnn.scan import ScanOptions, check_layer, reverse_valid, unroll
@@ -39,7 +42,7 @@ workarounds.apply_on_import()
 
 # imported when first used, so that `import gatedrnn` costs little beyond `import jax`: these
 # bring flax, optax, orbax and matplotlib (benchmarks/import_time.py)
-_LAZY_MODULES = ("interop", "models", "modules", "plots", "sweeps", "tasks", "train")
+_LAZY_MODULES = ("interop", "mlstm", "models", "modules", "plots", "sweeps", "tasks", "train")
 _LAZY_NAMES = {"sweep": "sweeps", "SweepResult": "sweeps"}
 
 
@@ -60,7 +63,7 @@ __all__ = [
     "Layer", "ScanOptions", "SequenceLayer", "Stack", "StepLayer", "SweepResult",
     "bidirectional", "cell_factory", "check_layer", "checks", "compose", "diagnostics", "gru",
     "interop", "learned_initial_carry", "lru", "lstm", "make_cell", "min_gru", "min_lstm",
-    "models", "modules", "num_params", "plots", "recurrent_dropout", "recurrent_matmul",
-    "reverse_valid", "rnn", "stack", "sweep", "sweeps", "tasks", "train", "unroll",
-    "workarounds",
+    "mlstm", "models", "modules", "num_params", "plots", "recurrent_dropout", "recurrent_matmul",
+    "reverse_valid", "rg_lru", "rnn", "slstm", "stack", "sweep", "sweeps", "tasks", "train",
+    "unroll", "workarounds",
 ]

@@ -72,6 +72,31 @@ def _associative_scan(cell, params, us, carry, lengths, resets, carry_0, flip, i
     return final, ys
 
 
+def _parallel_form(cell, params, us, carry, lengths, resets, carry_0, flip):
+    """Runs a cell's own whole-sequence form (``make_cell(..., parallel=...)``) over the
+    projected time-major ``us``; steps past ``lengths`` are marked invalid for it, and their
+    outputs are zero as :func:`gatedrnn.unroll`'s sequential scan makes them."""
+    form = getattr(cell, "parallel", None)
+    if form is None:
+        raise ValueError(
+            f"method='parallel' needs a cell with a whole-sequence form (gr.mlstm, or "
+            f"gr.make_cell(..., parallel=...)); cell "
+            f"{getattr(cell, 'kind', type(cell).__name__)!r} has none: use "
+            "method='sequential' (or 'associative' for a cell linear in its carry)")
+    num_steps = jax.tree.leaves(us)[0].shape[0]
+    valid = None
+    if lengths is not None:
+        valid = jnp.arange(num_steps).reshape((-1,) + (1,) * lengths.ndim) < lengths
+    if flip:
+        us, valid, resets = jax.tree.map(lambda v: v[::-1], (us, valid, resets))
+    carry, ys = form(params, carry, us, valid=valid, resets=resets, carry_0=carry_0)
+    if flip:
+        ys = ys[::-1]
+    if valid is not None:
+        ys = jnp.where(_expand(valid, ys), ys, jnp.zeros_like(ys))
+    return carry, ys
+
+
 def _check_linear(cell, input_size: int) -> None:
     """Tests a cell's ``linear=True`` declaration before the associative path trusts it.
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gatedrnn.cells import ACTIVATIONS, Cell, gru, lstm, rnn
+from gatedrnn.cells.products import dense_recurrent
 from gatedrnn.compose import Bidirectional, Stack, bidirectional, stack
 
 _TORCH_KINDS = ("RNN", "LSTM", "GRU")
@@ -192,7 +193,8 @@ def to_torch(cell, params, *, batch_first: bool = True):
                 b_hh = np.zeros_like(np.asarray(p["b"]))
                 if kind == "GRU":
                     b_hh[2 * hidden :] = np.asarray(p["b_hn"])
-                values = {"weight_ih": np.asarray(p["w_x"]).T, "weight_hh": np.asarray(p["w_h"]).T,
+                values = {"weight_ih": np.asarray(p["w_x"]).T,
+                          "weight_hh": np.asarray(dense_recurrent(p["w_h"])).T,
                           "bias_ih": np.asarray(p["b"]), "bias_hh": b_hh}
                 if "proj_size" in kwargs:
                     values["weight_hr"] = np.asarray(p["w_hr"]).T
@@ -283,14 +285,16 @@ def to_flax(cell: Cell, params: dict, *, optimized: bool = False):
 
     if (cell.kind == "lstm" and not cell.config["peepholes"] and not cell.config["coupled"]
             and not cell.config["proj_size"]):
-        w_x, w_h = blocks(params["w_x"], _FLAX_LSTM_GATES), blocks(params["w_h"], _FLAX_LSTM_GATES)
+        w_x = blocks(params["w_x"], _FLAX_LSTM_GATES)
+        w_h = blocks(dense_recurrent(params["w_h"]), _FLAX_LSTM_GATES)
         b = blocks(params["b"], _FLAX_LSTM_GATES)
         tree = {f"i{n}": {"kernel": w_x[n]} for n in _FLAX_LSTM_GATES}
         tree |= {f"h{n}": {"kernel": w_h[n], "bias": b[n]} for n in _FLAX_LSTM_GATES}
         module = (nn.OptimizedLSTMCell if optimized else nn.LSTMCell)(features=hidden)
         return module, {"params": tree}
     if cell.kind == "gru" and cell.config["reset_after"]:
-        w_x, w_h = blocks(params["w_x"], _FLAX_GRU_GATES), blocks(params["w_h"], _FLAX_GRU_GATES)
+        w_x = blocks(params["w_x"], _FLAX_GRU_GATES)
+        w_h = blocks(dense_recurrent(params["w_h"]), _FLAX_GRU_GATES)
         b = blocks(params["b"], _FLAX_GRU_GATES)
         tree = {f"i{n}": {"kernel": w_x[n], "bias": b[n]} for n in _FLAX_GRU_GATES}
         tree |= {f"h{n}": {"kernel": w_h[n]} for n in ("r", "z")}
@@ -300,7 +304,7 @@ def to_flax(cell: Cell, params: dict, *, optimized: bool = False):
         activation = cell.config["activation"]
         fn = ACTIVATIONS[activation] if isinstance(activation, str) else activation
         tree = {"i": {"kernel": jnp.asarray(params["w_x"]), "bias": jnp.asarray(params["b"])},
-                "h": {"kernel": jnp.asarray(params["w_h"])}}
+                "h": {"kernel": jnp.asarray(dense_recurrent(params["w_h"]))}}
         return nn.SimpleCell(features=hidden, activation_fn=fn), {"params": tree}
     raise ValueError(f"cell kind {cell.kind!r} with config {dict(cell.config)} has no Flax linen "
                      "equivalent (LSTMs without peepholes, coupling or projection, reset-after "

@@ -24,11 +24,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from gatedrnn import checks as validate
-from gatedrnn.associative import _associative_scan, _expand
+from gatedrnn.associative import _associative_scan, _expand, _parallel_form
 from gatedrnn.cells import Carry, Params
 from gatedrnn.deferred import deferred_scan
 
-METHODS = ("sequential", "associative")
+METHODS = ("sequential", "associative", "parallel")
 # Backends on which hoist="auto" projects inside the scan. On a 2-core CPU the
 # hoisted [T, B, G*H] projection, written once and read back (and its gradient likewise),
 # costs more memory traffic than the small per-step matmul it saves: forward+backward took
@@ -180,7 +180,9 @@ class ScanOptions:
             inside each step (``False``); ``"auto"``: :func:`resolve_hoist`.
         method: ``"sequential"`` (``lax.scan``) or ``"associative"`` (a parallel prefix
             scan, for cells linear in their carry: ``gr.min_gru``, ``gr.min_lstm``,
-            ``gr.lru``, ``make_cell(..., linear=True)``).
+            ``gr.lru``, ``gr.rg_lru``, ``make_cell(..., linear=True)``) or ``"parallel"``
+            (the cell's own whole-sequence form, ``make_cell(..., parallel=...)``: the
+            mLSTM's quadratic form).
         backward: the sequential scan's derivative: ``"scan"`` (JAX's own), ``"deferred"``
             (the weight gradients of all steps in one matmul after the loop,
             :func:`deferred_scan`; not with ``remat``, and only on JAX >= 0.10) or
@@ -204,9 +206,9 @@ class ScanOptions:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
         if not isinstance(self.backward, str) or self.backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}; got {self.backward!r}")
-        if self.backward == "deferred" and self.method == "associative":
+        if self.backward == "deferred" and self.method != "sequential":
             raise ValueError("backward='deferred' is a form of the sequential scan's "
-                             "backward pass; method='associative' has none to defer")
+                             f"backward pass; method={self.method!r} has none to defer")
         if self.backward == "deferred" and validate.jax_version() < DEFERRED_MIN_JAX:
             raise ValueError(
                 f"backward='deferred' needs JAX >= {'.'.join(map(str, DEFERRED_MIN_JAX))} "
@@ -384,7 +386,10 @@ def _scan_cell(cell, params, xs, carry, lengths, reverse, resets, opts, key):
     flip = reverse and lengths is None  # with lengths, only the valid prefix is reversed
     if reverse and lengths is not None:
         xs = reverse_valid(xs, lengths)
-    if opts.method == "associative":
+    if opts.method == "parallel":
+        carry, ys = _parallel_form(cell, params, _project_rows(cell, params, xs), carry,
+                                   lengths, resets, carry_0, flip)
+    elif opts.method == "associative":
         carry, ys = _associative_scan(cell, params, _project_rows(cell, params, xs), carry,
                                       lengths, resets, carry_0, flip, xs.shape[-1])
     else:
@@ -527,7 +532,8 @@ def unroll(
             carry, ys[..., t, :] = cell.step(params, carry, xs[..., t, :])
 
     run with ``jax.lax.scan`` (or, for a cell linear in its carry with
-    ``options=ScanOptions(method="associative")``, ``jax.lax.associative_scan``). How the loop
+    ``options=ScanOptions(method="associative")``, ``jax.lax.associative_scan``; for a cell
+    with a whole-sequence form, ``method="parallel"``, that form). How the loop
     is compiled (unrolling, rematerialisation, where the input projection happens, the form
     of the backward pass) is ``options``; every choice gives the same values.
 

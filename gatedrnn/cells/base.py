@@ -108,6 +108,9 @@ class Cell(NamedTuple):
             of the input alone, so a parallel scan may run the cell.
         factory: the function that made the cell from ``config`` (set by
             :func:`cell_factory`), or ``None``.
+        parallel: the cell's whole-sequence form, which
+            ``unroll(..., options=ScanOptions(method="parallel"))`` runs (see
+            :func:`make_cell`), or ``None``.
     """
 
     init: Callable[..., Params]
@@ -124,6 +127,7 @@ class Cell(NamedTuple):
     output_size: int
     linear: bool = False
     factory: Callable[..., Cell] | None = None
+    parallel: Callable[..., tuple[Carry, Array]] | None = None
 
     def __repr__(self) -> str:
         """The cell's kind, sizes and config (functions by name), not its functions'
@@ -222,6 +226,30 @@ def _recurrent_matrix(
     return jnp.concatenate([block(k, shape, draw) for k in keys], axis=1).astype(dtype)
 
 
+def _check_heads(heads: Any, *widths: tuple[str, int]) -> int:
+    """``heads`` as an int that divides every named width."""
+    heads = checks.size(heads, "heads")
+    for name, width in widths:
+        if width % heads:
+            raise ValueError(f"heads={heads} must divide {name}={width}: each head takes "
+                             f"{name} / heads features")
+    return heads
+
+
+def _recurrent_weights(
+    key: PRNGKeyArray, rows: int, hidden_size: int, num_gates: int, scheme: str | Callable,
+    dtype: Any, heads: int = 1,
+) -> Array:
+    """A cell's recurrent matrix: dense ``[rows, G*H]`` (:func:`_recurrent_matrix`) for one
+    head; for ``heads = n`` its diagonal blocks ``[n, rows/n, G, H/n]``, each gate's block of
+    each head initialised on its own (read by :func:`gatedrnn.cells.products.recurrent_product`)."""
+    if heads == 1:
+        return _recurrent_matrix(key, rows, hidden_size, num_gates, scheme, dtype)
+    r, d = rows // heads, hidden_size // heads
+    return jnp.stack([_recurrent_matrix(k, r, d, num_gates, scheme, dtype).reshape(r, num_gates, d)
+                      for k in jax.random.split(key, heads)])
+
+
 def _input_matrix(key: PRNGKeyArray, input_size: int, width: int, dtype: Any) -> Array:
     input_size = checks.size(input_size, "input_size")
     return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
@@ -280,6 +308,7 @@ def make_cell(
     input_size: Callable[[Params], int] | None = None,
     output_size: int | None = None,
     linear: bool = False,
+    parallel: Callable[..., tuple] | None = None,
     dtype: Any = None,
     config: Mapping[str, Any] | None = None,
 ) -> Cell:
@@ -321,6 +350,15 @@ def make_cell(
             with ``a_t, b_t`` depending on the input only, so ``unroll(...,
             method="associative")`` may run the cell (``a_t`` and ``b_t`` are read off
             ``core`` with one forward-mode derivative; nothing is written twice).
+        parallel: the cell's whole-sequence form, ``parallel(params, carry, us, *, valid,
+            resets, carry_0) -> (carry_T, hs)``: from the carry before the first step and the
+            projected time-major inputs ``us [T, *B, ...]``, the carry after the last step and
+            every step's ``h_t`` ``[T, *B, output_size]``, equal to ``T`` steps of ``core``
+            (as the mLSTM's quadratic form, :func:`gatedrnn.mlstm`). ``valid [T, *B]``
+            (or ``None``: all) marks the steps to take: an invalid step leaves the carry as it
+            was (its ``h_t`` is ignored); ``resets [T, *B]`` (or ``None``) marks steps whose
+            incoming carry is replaced by ``carry_0``. ``unroll(..., method="parallel")`` runs
+            it; a test should check it against ``method="sequential"``.
         dtype: computation dtype: params and inputs are cast to it and the carry is kept in
             it (``None``: the run's dtype is promoted from the inputs and the params' leaves).
         config: the options the cell was made with (filled in by :func:`cell_factory`).
@@ -418,6 +456,8 @@ def make_cell(
         init=init_, initial_carry=initial_carry_, project=project_, recur=recur, step=step,
         gates=gates, output=read, input_size=size, hidden_size=hidden_size, kind=kind,
         config=dict(config or {}), output_size=out_size, linear=bool(linear),
+        parallel=None if parallel is None else (
+            lambda params, carry, us, **masks: parallel(cast(params), carry, us, **masks)),
     )
 
 

@@ -13,14 +13,20 @@ from gatedrnn.cells.base import (
     Cell,
     Params,
     _check_common,
+    _check_heads,
     _chrono_bias,
     _input_matrix,
-    _recurrent_matrix,
+    _recurrent_weights,
     _split,
     cell_factory,
     make_cell,
 )
-from gatedrnn.cells.products import _gated_affine, _masked, _rows_of_w_x, recurrent_matmul
+from gatedrnn.cells.products import (
+    _gated_affine,
+    _masked,
+    _rows_of_w_x,
+    recurrent_product,
+)
 
 
 @cell_factory
@@ -31,6 +37,7 @@ def gru(
     update_bias: float = 0.0,
     chrono_t_max: float | None = None,
     recurrent_init: str | Callable = "orthogonal",
+    heads: int = 1,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
 ) -> Cell:
@@ -54,7 +61,8 @@ def gru(
     name    shape       init
     ======  ==========  =======================================================
     w_x     [I, 3H]     LeCun normal
-    w_h     [H, 3H]     ``recurrent_init`` per gate block
+    w_h     [H, 3H]     ``recurrent_init`` per gate block (``[n, H/n, 3, H/n]`` with
+                        ``heads=n``)
     b       [3H]        zeros, update block ``update_bias`` (or chrono)
     b_hn    [H]         zeros (``reset_after`` only)
     ======  ==========  =======================================================
@@ -69,12 +77,16 @@ def gru(
             ``b_z ~ log U[1, T_max - 1]``, positive because ``z`` keeps the old state;
             replaces ``update_bias``.
         recurrent_init: ``"orthogonal"`` (default), ``"identity"``, ``"normal"`` or a callable,
-            applied to each gate's ``[H, H]`` block.
+            applied to each gate's ``[H, H]`` block (``[H/n, H/n]`` per head).
+        heads: n, the number of heads: ``w_h`` is block-diagonal, each head's ``H/n``
+            features feeding only its own ``H/n`` of each gate (FlashRNN; Beck et al. 2024),
+            stored as the blocks ``[n, P/n, G, H/n]``; 1 (default) is the dense cell.
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
     hh = hidden_size = _check_common(hidden_size, param_dtype, update_bias=update_bias,
                                      chrono_t_max=chrono_t_max)
+    heads = _check_heads(heads, ("hidden_size", hh))
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h, k_b = jax.random.split(key, 3)
@@ -85,7 +97,7 @@ def gru(
         zeros_h = jnp.zeros((hh,), param_dtype)
         params = {
             "w_x": _input_matrix(k_x, input_size, 3 * hh, param_dtype),
-            "w_h": _recurrent_matrix(k_h, hh, hh, 3, recurrent_init, param_dtype),
+            "w_h": _recurrent_weights(k_h, hh, hh, 3, recurrent_init, param_dtype, heads),
             "b": jnp.concatenate([zeros_h, b_z, zeros_h]),
         }
         if reset_after:
@@ -95,15 +107,19 @@ def gru(
     def core(params, h_tm1, u_t, h_mask=None):
         hm = _masked(h_tm1, h_mask)
         if reset_after:
-            w_t = recurrent_matmul(hm, params["w_h"])
+            w_t = recurrent_product(hm, params["w_h"])
             r_t, z_t, n_t, _ = _gru_gates(u_t, w_t, params["b_hn"], h_tm1)
             h_t = _gru_state(u_t, w_t, params["b_hn"], h_tm1)
         else:
             u_r, u_z, u_n = _split(u_t, 3)
-            w_r, w_z = _split(recurrent_matmul(hm, params["w_h"][:, : 2 * hh]), 2)
+            w_h = params["w_h"]
+            # the reset gate enters between the product and the candidate's block
+            w_rz, w_n = ((w_h[:, : 2 * hh], w_h[:, 2 * hh :]) if w_h.ndim == 2
+                         else (w_h[:, :, :2], w_h[:, :, 2:]))
+            w_r, w_z = _split(recurrent_product(hm, w_rz), 2)
             r_t = jax.nn.sigmoid(u_r + w_r)
             z_t = jax.nn.sigmoid(u_z + w_z)
-            n_t = jnp.tanh(u_n + recurrent_matmul(r_t * hm, params["w_h"][:, 2 * hh :]))
+            n_t = jnp.tanh(u_n + recurrent_product(r_t * hm, w_n))
             h_t = (1.0 - z_t) * n_t + z_t * h_tm1
         return h_t, h_t, {"reset": r_t, "update": z_t, "candidate": n_t}
 

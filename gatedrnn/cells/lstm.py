@@ -15,14 +15,21 @@ from gatedrnn.cells.base import (
     Cell,
     Params,
     _check_common,
+    _check_heads,
     _chrono_bias,
     _input_matrix,
-    _recurrent_matrix,
+    _recurrent_weights,
     _split,
     cell_factory,
     make_cell,
 )
-from gatedrnn.cells.products import _gated_affine, _masked, _rows_of_w_x, recurrent_matmul
+from gatedrnn.cells.products import (
+    _gated_affine,
+    _masked,
+    _rows_of_w_x,
+    recurrent_matmul,
+    recurrent_product,
+)
 
 
 class LSTMCarry(NamedTuple):
@@ -44,6 +51,7 @@ def lstm(
     coupled: bool = False,
     proj_size: int | None = None,
     recurrent_init: str | Callable = "orthogonal",
+    heads: int = 1,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
 ) -> Cell:
@@ -69,7 +77,8 @@ def lstm(
     name    shape       init
     ======  ==========  =======================================================
     w_x     [I, G*H]    LeCun normal
-    w_h     [P, G*H]    ``recurrent_init`` per gate block (P = H without projection)
+    w_h     [P, G*H]    ``recurrent_init`` per gate block (P = H without projection;
+                        ``[n, P/n, G, H/n]`` with ``heads=n``)
     b       [G*H]       zeros, forget block ``forget_bias`` (or chrono)
     w_hr    [H, P]      LeCun normal (``proj_size`` only)
     p_i     [H]         zeros (``peepholes`` and not ``coupled``)
@@ -94,7 +103,10 @@ def lstm(
         coupled: couple the input and forget gates, ``i = 1 - f`` (CIFG, Greff et al. 2017).
         proj_size: P, the width of the projected hidden state (``None``: no projection).
         recurrent_init: ``"orthogonal"`` (default), ``"identity"``, ``"normal"`` or a callable,
-            applied to each gate's ``[P, H]`` block.
+            applied to each gate's ``[P, H]`` block (``[P/n, H/n]`` per head).
+        heads: n, the number of heads: ``w_h`` is block-diagonal, each head's ``H/n``
+            features feeding only its own ``H/n`` of each gate (FlashRNN; Beck et al. 2024),
+            stored as the blocks ``[n, P/n, G, H/n]``; 1 (default) is the dense cell.
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
@@ -109,6 +121,7 @@ def lstm(
     num_gates = len(names)
     hh = hidden_size
     pp = hh if proj_size is None else proj_size
+    heads = _check_heads(heads, ("hidden_size", hh), ("proj_size", pp))
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h, k_b, k_r = jax.random.split(key, 4)
@@ -121,7 +134,8 @@ def lstm(
             blocks["f"] = jnp.full((hh,), forget_bias, param_dtype)
         params = {
             "w_x": _input_matrix(k_x, input_size, num_gates * hh, param_dtype),
-            "w_h": _recurrent_matrix(k_h, pp, hh, num_gates, recurrent_init, param_dtype),
+            "w_h": _recurrent_weights(k_h, pp, hh, num_gates, recurrent_init, param_dtype,
+                                      heads),
             "b": jnp.concatenate([blocks[n] for n in names]),
         }
         if proj_size is not None:
@@ -134,7 +148,7 @@ def lstm(
 
     def core(params, carry, u_t, h_mask=None):
         h_tm1, c_tm1 = carry
-        pre_all = u_t + recurrent_matmul(_masked(h_tm1, h_mask), params["w_h"])
+        pre_all = u_t + recurrent_product(_masked(h_tm1, h_mask), params["w_h"])
         if peepholes:
             pre = dict(zip(names, _split(pre_all, num_gates)))
             pre["f"] = pre["f"] + params["p_f"] * c_tm1

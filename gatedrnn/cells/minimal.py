@@ -112,6 +112,11 @@ def _min_lstm_state_jvp(primals: tuple, tangents: tuple) -> tuple:
 _min_lstm_state.defjvp(_min_lstm_state_jvp, symbolic_zeros=True)
 
 
+def _check_flag(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+
+
 def _input_gated_cell(kind: str, num_gates: int, hidden_size: int, core: Callable,
                       dtype: Any, param_dtype: Any) -> Cell:
     """A cell whose gates read the input alone, ``u = x @ w_x + b`` with ``w_x [I, G*H]`` and
@@ -125,7 +130,8 @@ def _input_gated_cell(kind: str, num_gates: int, hidden_size: int, core: Callabl
 
 
 @cell_factory
-def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> Cell:
+def min_gru(hidden_size: int, *, negative_transitions: bool = False, dtype: Any = None,
+            param_dtype: Any = jnp.float32) -> Cell:
     """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): gates from the input alone, so
     the recurrence is linear in the state and runs as a parallel scan.
 
@@ -147,18 +153,28 @@ def min_gru(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float
     underflows in linear space. ``gr.unroll(..., method="associative")`` instead combines
     ``(a, b)`` pairs with ``jax.lax.associative_scan`` and never divides, so the linear-space
     form is stable at any length (tested at T = 4096).
+
+    With ``negative_transitions=True`` the transition ``1 - z_t`` becomes ``1 - 2 z_t``, in
+    ``(-1, 1)`` (Grazzi et al. 2024: a diagonal linear RNN can then track parity);
+    ``h_t = (1 - 2 z_t) ⊙ h_{t-1} + z_t ⊙ h~_t``.
     """
     hidden_size = _check_common(hidden_size, param_dtype)
+    _check_flag(negative_transitions, "negative_transitions")
 
     def core(params, h_tm1, u_t):
-        h_t = _min_gru_state(u_t, h_tm1)
+        if negative_transitions:
+            z_t, g_t = _min_gru_gates(u_t)
+            h_t = (1.0 - 2.0 * z_t) * h_tm1 + z_t * g_t
+        else:
+            h_t = _min_gru_state(u_t, h_tm1)
         return h_t, h_t, {"update": _min_gru_gates(u_t)[0]}
 
     return _input_gated_cell("min_gru", 2, hidden_size, core, dtype, param_dtype)
 
 
 @cell_factory
-def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> Cell:
+def min_lstm(hidden_size: int, *, negative_transitions: bool = False, dtype: Any = None,
+             param_dtype: Any = jnp.float32) -> Cell:
     """minLSTM (Feng et al. 2024): input-only forget and input gates, normalised to sum to 1.
 
     With ``u = x_t @ w_x + b`` split into blocks ``f, i, h``::
@@ -176,12 +192,18 @@ def min_lstm(hidden_size: int, *, dtype: Any = None, param_dtype: Any = jnp.floa
 
     The carry is ``h [*B, H]``; linear in the state, so it runs as a parallel scan (see
     :func:`min_gru` on stability). Gates reported: the normalised ``"forget"`` and
-    ``"input"``.
+    ``"input"``. With ``negative_transitions=True`` the transition is ``2 f'_t - 1``, in
+    ``(-1, 1)`` (Grazzi et al. 2024): ``h_t = (2 f'_t - 1) ⊙ h_{t-1} + i'_t ⊙ h~_t``.
     """
     hidden_size = _check_common(hidden_size, param_dtype)
+    _check_flag(negative_transitions, "negative_transitions")
 
     def core(params, h_tm1, u_t):
-        h_t = _min_lstm_state(u_t, h_tm1)
+        if negative_transitions:
+            f_n, i_n, g_t = _min_lstm_gates(u_t)[:3]
+            h_t = (2.0 * f_n - 1.0) * h_tm1 + i_n * g_t
+        else:
+            h_t = _min_lstm_state(u_t, h_tm1)
         f_t, i_t = _min_lstm_gates(u_t)[:2]
         return h_t, h_t, {"forget": f_t, "input": i_t}
 

@@ -144,3 +144,39 @@ _one_feature_product.defjvp(_one_feature_product_jvp, symbolic_zeros=True)
 
 def _rows_of_w_x(params: Params) -> int:
     return params["w_x"].shape[0]
+
+
+def recurrent_product(h: Array, w: Array) -> Array:
+    """``h @ W`` for a recurrent matrix stored dense or by its diagonal blocks.
+
+    A dense ``w [P, G*H]`` goes to :func:`recurrent_matmul`. A head-wise (block-diagonal) one
+    is stored as its blocks, ``w [n, P/n, G, H/n]``: head ``k`` reads its own ``P/n``
+    features of ``h`` and writes its own ``H/n`` of each gate (FlashRNN; the sLSTM of Beck
+    et al. 2024). The result keeps the dense layout, gate-major: ``[*B, G*H]`` with gate
+    ``g``'s ``H`` columns in head order, so the cell's equations do not change with ``n``.
+
+    Args:
+        h: ``[*B, P]``.
+        w: ``[P, G*H]`` or ``[n, P/n, G, H/n]``.
+
+    Returns:
+        ``[*B, G*H]``.
+    """
+    if w.ndim == 2:
+        return recurrent_matmul(h, w)
+    heads, rows, gates, width = w.shape
+    lead = h.shape[:-1]
+    out = jnp.einsum("...np,npgd->...gnd", h.reshape(*lead, heads, rows), w)
+    return out.reshape(*lead, gates * heads * width)
+
+
+def dense_recurrent(w: Array) -> Array:
+    """The dense ``[P, G*H]`` matrix of a recurrent matrix stored by blocks
+    ``[n, P/n, G, H/n]`` (zeros off the blocks), as :func:`recurrent_product` applies it; a
+    dense ``w`` is returned unchanged. ``h @ dense_recurrent(w)`` equals
+    ``recurrent_product(h, w)``; PyTorch's and Flax's cells take this form."""
+    if w.ndim == 2:
+        return w
+    heads, rows, gates, width = w.shape
+    blocks = jnp.einsum("npgd,nm->npgmd", w, jnp.eye(heads, dtype=w.dtype))
+    return blocks.reshape(heads * rows, gates * heads * width)

@@ -13,13 +13,19 @@ from gatedrnn.cells.base import (
     Cell,
     Params,
     _check_common,
+    _check_heads,
     _input_matrix,
-    _recurrent_matrix,
+    _recurrent_weights,
     _resolve_activation,
     cell_factory,
     make_cell,
 )
-from gatedrnn.cells.products import _affine, _masked, _rows_of_w_x, recurrent_matmul
+from gatedrnn.cells.products import (
+    _affine,
+    _masked,
+    _rows_of_w_x,
+    recurrent_product,
+)
 
 
 @cell_factory
@@ -29,6 +35,7 @@ def rnn(
     activation: str | Callable[[Array], Array] = "tanh",
     recurrent_init: str | Callable = "orthogonal",
     recurrent_scale: float = 1.0,
+    heads: int = 1,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
 ) -> Cell:
@@ -42,7 +49,8 @@ def rnn(
     name    shape       init
     ======  ==========  =======================================================
     w_x     [I, H]      LeCun normal
-    w_h     [H, H]      ``recurrent_init`` times ``recurrent_scale``
+    w_h     [H, H]      ``recurrent_init`` times ``recurrent_scale`` (``[n, H/n, 1, H/n]``
+                        with ``heads=n``)
     b       [H]         zeros
     ======  ==========  =======================================================
 
@@ -56,15 +64,20 @@ def rnn(
             of Le et al. 2015), ``"normal"`` (``N(0, 1/H)``) or a callable
             ``(key, shape, dtype) -> array``.
         recurrent_scale: multiplies ``w_h`` at init; below 1 a tanh RNN is contractive.
+        heads: n, the number of heads: ``w_h`` is block-diagonal, each head's ``H/n``
+            features feeding only its own ``H/n`` of each gate (FlashRNN; Beck et al. 2024),
+            stored as the blocks ``[n, P/n, G, H/n]``; 1 (default) is the dense cell.
         dtype: computation dtype (``None``: promote inputs and params), e.g. ``jnp.bfloat16``.
         param_dtype: dtype of the initialised params.
     """
     hidden_size = _check_common(hidden_size, param_dtype, recurrent_scale=recurrent_scale)
     act = _resolve_activation(activation)
+    heads = _check_heads(heads, ("hidden_size", hidden_size))
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_h = jax.random.split(key)
-        w_h = _recurrent_matrix(k_h, hidden_size, hidden_size, 1, recurrent_init, param_dtype)
+        w_h = _recurrent_weights(k_h, hidden_size, hidden_size, 1, recurrent_init, param_dtype,
+                                 heads)
         return {
             "w_x": _input_matrix(k_x, input_size, hidden_size, param_dtype),
             "w_h": w_h * jnp.asarray(recurrent_scale, param_dtype),
@@ -72,7 +85,7 @@ def rnn(
         }
 
     def core(params, h_tm1, u_t, h_mask=None):
-        h_t = act(u_t + recurrent_matmul(_masked(h_tm1, h_mask), params["w_h"]))
+        h_t = act(u_t + recurrent_product(_masked(h_tm1, h_mask), params["w_h"]))
         return h_t, h_t
 
     return make_cell(init, core, hidden_size=hidden_size, kind="rnn", project=_affine,
