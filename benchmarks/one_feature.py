@@ -6,7 +6,7 @@ broadcast multiply fused into the gates), timed in turn in one process.
 Command: ``python benchmarks/one_feature.py [--shape B T 1 H] [--kinds lstm gru ...]
 [--repeats 9]``: about 30 seconds on a 2-core CPU at the default B=1, T=1000, H=128. Prints,
 per cell, both programs' medians in ms and the largest relative difference of their gradients
-(0 when, as intended, the differentiated programs are the same). Figures in docs/cells.md
+(0 when, as intended, the differentiated programs are the same). Figures in docs/performance.md
 ("One input feature on the CPU") and benchmarks/RESULTS.md.
 """
 

@@ -62,7 +62,8 @@ CELLS = {
 LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "min_gru": "minGRU",
           "min_lstm": "minLSTM", "lru": "LRU",
           "min_gru_x2": "minGRU x2", "lstm_chrono": "LSTM (chrono)",
-          "min_gru_neg": "minGRU (-1, 1)", "min_lstm_neg": "minLSTM (-1, 1)"}
+          "min_gru_neg": "minGRU (-1, 1)", "min_lstm_neg": "minLSTM (-1, 1)",
+          "slstm": "sLSTM", "mlstm": "mLSTM", "rg_lru": "RG-LRU", "rg_lru_neg": "RG-LRU (-1, 1)"}
 
 
 # ------------------------------------------------------------------------- the protocol

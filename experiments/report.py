@@ -32,7 +32,7 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 EXPERIMENTS = ("gradient_flow", "adding_problem", "copy_task", "counting", "init_ablation",
-               "sensitivity", "cost", "digits", "char_lm", "state_tracking")
+               "sensitivity", "cost", "digits", "char_lm", "state_tracking", "descendants")
 
 
 def _claims(payload: dict) -> list[dict]:

@@ -12,10 +12,13 @@ The GRU is in neither paper; it is measured.
 Cells: tanh RNN, LSTM, GRU, minGRU, minLSTM, LRU, and the negative-eigenvalue variants
 ``min_gru_neg`` (``h_t = (1 - 2 z_t) h_{t-1} + z_t h~_t``: the transition ``1 - z`` mapped
 from (0, 1) to (-1, 1), Grazzi et al.'s recipe) and ``min_lstm_neg`` (``2 f'_t - 1``),
-each written here with ``gr.make_cell(..., linear=True)`` in a few lines. Each cell's
+``gr.min_gru(H, negative_transitions=True)`` and its minLSTM twin. The LSTM's descendants
+(sLSTM, mLSTM, RG-LRU and its (-1, 1) variant) are measured on the same tasks by
+``experiments/descendants.py`` (``--cells`` here accepts them too). Each cell's
 learning rate is tuned on validation strings of the training lengths (the protocol of
 ``common.py``); the linear cells' test accuracy is measured with ``method="sequential"``
-and ``method="associative"`` both (the two must agree).
+and ``method="associative"`` both, the mLSTM's with its recurrent and parallel forms (the
+two must agree).
 
 Command:
 
@@ -58,51 +61,27 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 
-def _g(v):
-    """minGRU's candidate activation (Feng et al. 2024): ``v + 0.5`` for ``v >= 0``, else
-    ``σ(v)``."""
-    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
-
-
-def _input_gated(hidden_size: int, blocks: int, transition, kind: str):
-    """A cell ``h_t = a_t ⊙ h_{t-1} + b_t`` whose ``(a_t, b_t) = transition(u_t blocks)``
-    come from ``u_t = x_t @ w_x + b`` alone (``w_x [I, blocks*H]`` LeCun normal, ``b``
-    zeros): linear in its state, so ``method="associative"`` may run it."""
-    def init(key, input_size):
-        return {"w_x": jax.nn.initializers.lecun_normal()(key, (input_size, blocks * hidden_size)),
-                "b": jnp.zeros(blocks * hidden_size)}
-
-    def core(params, h_tm1, u_t):
-        a_t, b_t = transition(*jnp.split(u_t, blocks, axis=-1))
-        h_t = a_t * h_tm1 + b_t
-        return h_t, h_t
-
-    return gr.make_cell(init, core, hidden_size=hidden_size, kind=kind, linear=True,
-                        project=lambda p, x: x @ p["w_x"] + p["b"],
-                        input_size=lambda p: p["w_x"].shape[0])
-
-
 def min_gru_neg(hidden_size: int):
     """minGRU with its transition ``1 - z_t`` mapped to ``1 - 2 z_t`` in (-1, 1) (Grazzi et
     al. 2024): ``h_t = (1 - 2 z_t) ⊙ h_{t-1} + z_t ⊙ g(h~_t)``."""
-    def transition(k, v):
-        z = jax.nn.sigmoid(k)
-        return 1 - 2 * z, z * _g(v)
-    return _input_gated(hidden_size, 2, transition, "min_gru_neg")
+    return gr.min_gru(hidden_size, negative_transitions=True)
 
 
 def min_lstm_neg(hidden_size: int):
     """minLSTM with its normalised forget gate ``f'_t`` mapped to ``2 f'_t - 1`` in (-1, 1):
     ``h_t = (2 f'_t - 1) ⊙ h_{t-1} + i'_t ⊙ g(h~_t)``."""
-    def transition(kf, ki, v):
-        f, i = jax.nn.sigmoid(kf), jax.nn.sigmoid(ki)
-        return 2 * f / (f + i) - 1, i / (f + i) * _g(v)
-    return _input_gated(hidden_size, 3, transition, "min_lstm_neg")
+    return gr.min_lstm(hidden_size, negative_transitions=True)
 
 
+#: the LSTM's 2024 descendants (experiments/descendants.py runs them on these tasks)
+DESCENDANTS = {"slstm": lambda h: gr.slstm(h), "mlstm": lambda h: gr.mlstm(h),
+               "rg_lru": lambda h: gr.rg_lru(h),
+               "rg_lru_neg": lambda h: gr.rg_lru(h, negative_transitions=True)}
 CELLS = {**common.CELLS, "min_gru_neg": lambda h: min_gru_neg(h),
-         "min_lstm_neg": lambda h: min_lstm_neg(h)}
-LINEAR = ("min_gru", "min_lstm", "lru", "min_gru_neg", "min_lstm_neg")
+         "min_lstm_neg": lambda h: min_lstm_neg(h), **DESCENDANTS}
+LINEAR = ("min_gru", "min_lstm", "lru", "min_gru_neg", "min_lstm_neg", "rg_lru", "rg_lru_neg")
+#: the second way each cell is run on the test strings, which must agree with the first
+SECOND_METHOD = {**{name: "associative" for name in LINEAR}, "mlstm": "parallel"}
 CLASSIC = ("rnn", "lstm", "gru")
 TASKS = {"parity": dict(modulus=2), "mod5": dict(modulus=5)}
 TITLES = {"parity": "parity", "mod5": "sum mod 5"}
@@ -110,7 +89,8 @@ SIZES = {
     "quick": dict(tasks=["parity"], cells=["lstm", "min_gru", "min_gru_neg"], train_len=6,
                   test_edges=[7, 9, 12], hidden=4, seeds=2, steps=20, test_batch=16,
                   learning_rates=[1e-3, 1e-2]),
-    "cpu": dict(tasks=["parity", "mod5"], cells=list(CELLS), train_len=40,
+    "cpu": dict(tasks=["parity", "mod5"], cells=[n for n in CELLS if n not in DESCENDANTS],
+                train_len=40,
                 test_edges=[41, 64, 128, 256], hidden=32, seeds=10, steps=2000,
                 batch_size=32, learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0,
                 test_batch=256, seed=0),
@@ -182,14 +162,13 @@ def run_task(run: common.Run, task_name: str) -> dict:
         tuned = run.tune(TITLES[task_name], name, config, OBJECTIVE)
         model = gr.train.make_trainer(config).model
         params = tuned.params()
-        methods = ("sequential", "associative") if name in LINEAR else ("sequential",)
-        accuracy = {m: np.stack([accuracy_fn(config.cell, model, m)(params, *batch)
-                                 for _, batch in batches], axis=1) for m in methods}  # [S, K]
-        entry = {"tuned": tuned, "accuracy": accuracy["sequential"],
+        methods = ("sequential", *([SECOND_METHOD[name]] if name in SECOND_METHOD else []))
+        accuracy = [np.stack([accuracy_fn(config.cell, model, m)(params, *batch)
+                              for _, batch in batches], axis=1) for m in methods]  # [S, K]
+        entry = {"tuned": tuned, "accuracy": accuracy[0],
                  "validation_accuracy": tuned.test["accuracy"],
-                 "methods_differ": float(np.max(np.abs(accuracy["associative"]
-                                                       - accuracy["sequential"])))
-                 if "associative" in accuracy else None}
+                 "methods_differ": float(np.max(np.abs(accuracy[1] - accuracy[0])))
+                 if len(accuracy) > 1 else None}
         if name in LINEAR:
             entry["transitions"] = transitions(config.cell, params, task.input_size)
         if name in CLASSIC:
@@ -213,6 +192,12 @@ def claims(run: common.Run, results: dict) -> None:
                      for name in ("min_gru", "min_lstm")]
             rows += [(name, True, "Grazzi et al. 2024", "transition values in (-1, 1)")
                      for name in ("min_gru_neg", "min_lstm_neg")]
+            rows += [("rg_lru", False, "Grazzi et al. 2024", "all transition values in (0, 1)"),
+                     ("rg_lru_neg", True, "Grazzi et al. 2024", "transition values in (-1, 1)")]
+        # xLSTM's formal-language results (Beck et al. 2024, Fig. 4): the sLSTM's recurrent
+        # matrix and state mixing let it track state; the mLSTM's memory has neither
+        rows += [("slstm", True, "Beck et al. 2024", "recurrent, exponential gating"),
+                 ("mlstm", False, "Beck et al. 2024", "matrix memory, no recurrent matrix")]
         for name, solves, source, why in rows:
             if name not in cells:
                 continue
@@ -296,7 +281,7 @@ def report(run: common.Run, results: dict) -> list[str]:
         lines += [f"**{TITLES[task_name]}**", "",
                   f"| cell | held-out, lengths <= {s['train_len']} | "
                   + " | ".join(f"test {b}: median (best)" for b in buckets)
-                  + " | seeds generalising | associative - sequential |",
+                  + " | seeds generalising | second method - sequential |",
                   "|---|---|" + "---|" * len(buckets) + "---|---|"]
         for name, e in r["cells"].items():
             acc = e["accuracy"]
@@ -317,8 +302,9 @@ def report(run: common.Run, results: dict) -> list[str]:
     lines += ["![accuracy against length](accuracy.png)", "",
               "![transitions](transitions.png)", "",
               "A transition value near -1 at the '1' bit flips the sign of a unit's state at "
-              "every 1, which is parity; values in (0, 1) can only decay.", "",
-              "![gradient norms](gradient_norms.png)", ""]
+              "every 1, which is parity; values in (0, 1) can only decay.", ""]
+    if any("grad_log10" in e for r in results.values() for e in r["cells"].values()):
+        lines += ["![gradient norms](gradient_norms.png)", ""]
     return lines
 
 

@@ -85,7 +85,7 @@ def deferred_scan(body, consts, carry, inputs, *, reverse: bool = False, unroll=
         # transposed, a product ``x_t @ dw`` over all steps is ``dot(g, x)`` followed by a
         # transpose, which XLA's CPU backend folds into one dot of both operands transposed
         # and runs at a third of the speed (forward+backward 1.07-1.16x faster kept apart for
-        # the LSTM and GRU at 4 to 16 rows, 1.4x at 64; docs/cells.md); a barrier between
+        # the LSTM and GRU at 4 to 16 rows, 1.4x at 64; docs/performance.md); a barrier between
         # two transposes of each matrix among the consts' tangents (the params, and the
         # initial carry, where it costs two small copies) keeps them apart
         d_k = jax.tree.map(_transposed_twice, d_k)

@@ -1,4 +1,12 @@
-"""The GRU (Cho et al. 2014)."""
+"""The GRU (Cho et al. 2014), reset-after as PyTorch, cuDNN and Flax (gate order ``r, z, n``)::
+
+    r_t = σ(u_r + h_{t-1} @ w_h[:, r]),  z_t = σ(u_z + h_{t-1} @ w_h[:, z])
+    n_t = tanh(u_n + r_t ⊙ (h_{t-1} @ w_h[:, n] + b_hn))
+    h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+with ``u = x_t @ w_x + b``; reset-before (Cho et al.'s original) applies ``r_t`` to
+``h_{t-1}`` before its product. Options in :func:`gru`.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +63,7 @@ def gru(
     products are one matmul); ``reset_after=False`` is Cho et al. 2014's. As in PyTorch, ``z``
     keeps the old state. Only the reset-after form has ``b_hn``: the bias inside the gated term
     is a real extra parameter (PyTorch's ``b_hr`` and ``b_hz`` fold into ``b``). The reset-after
-    step's derivative is written by hand, as the LSTM's (the same values; docs/cells.md).
+    step's derivative is written by hand, as the LSTM's (the same values; docs/performance.md).
 
     ======  ==========  =======================================================
     name    shape       init

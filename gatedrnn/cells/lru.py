@@ -1,4 +1,11 @@
-"""The linear recurrent unit (Orvieto et al. 2023)."""
+"""The linear recurrent unit (Orvieto et al. 2023, eqs. 3-7), a diagonal linear recurrence::
+
+    λ = exp(-exp(nu_log) + i exp(theta_log))
+    s_t = λ ⊙ s_{t-1} + exp(gamma_log) ⊙ (x_t @ (b_re + i b_im))
+    h_t = [Re s_t, Im s_t]
+
+complex (the paper's) or real; ``|λ| < 1`` for any params. Options in :func:`lru`.
+"""
 
 from __future__ import annotations
 

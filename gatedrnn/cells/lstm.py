@@ -1,4 +1,14 @@
-"""The LSTM (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000)."""
+"""The LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000), in
+PyTorch's layout and gate order ``i, f, g, o``::
+
+    [i, f, g, o] = x_t @ w_x + h_{t-1} @ w_h + b
+    c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
+    h_t = σ(o) ⊙ tanh(c_t)
+
+Options (:func:`lstm`): peepholes (Gers & Schmidhuber 2000), coupled gates (CIFG, Greff et
+al. 2017), a projection of ``h`` (LSTMP, Sak et al. 2014), chrono initialisation (Tallec &
+Ollivier 2018), head-wise (block-diagonal) ``w_h``.
+"""
 
 from __future__ import annotations
 
@@ -90,7 +100,7 @@ def lstm(
     the output is ``h_t``. The forget bias is a trainable parameter's initial value
     (Jozefowicz et al. 2015), as Keras's ``unit_forget_bias``; no constant is added in the
     forward pass. Without peepholes the step's derivative is written by hand, one coefficient
-    per tangent term (the same values; fewer arrays kept for the backward pass: docs/cells.md,
+    per tangent term (the same values; fewer arrays kept for the backward pass: docs/performance.md,
     "Speed").
 
     Args:

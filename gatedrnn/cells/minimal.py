@@ -1,4 +1,13 @@
-"""The minimal gated cells of Feng et al. 2024 (minGRU, minLSTM): gates read the input alone."""
+"""The minimal gated cells of Feng et al. 2024 ("Were RNNs all we needed?"): gates read the
+input alone, so the state is linear and a parallel scan runs them::
+
+    minGRU:   h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ g(u_h),      z_t = σ(u_z)
+    minLSTM:  h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ g(u_h),          f' = f / (f + i), i' = i / (f + i)
+
+with ``u = x_t @ w_x + b`` and ``g(v) = v + 0.5`` for ``v >= 0``, else ``σ(v)``. With
+``negative_transitions=True`` the transitions ``1 - z_t`` and ``f'_t`` map to ``2 a - 1``,
+in ``(-1, 1)`` (Grazzi et al. 2024).
+"""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def _rule(name: str):
 
 
 #: derivative in ``h`` reads a transposed copy of ``w``, per ``jax.default_backend()``.
-#: Measured on a 2-core CPU (docs/cells.md, benchmarks/RESULTS.md): the shipped cells'
+#: Measured on a 2-core CPU (docs/performance.md, benchmarks/RESULTS.md): the shipped cells'
 #: forward+backward 1.13-1.55x as fast at 4 rows and 0.93-1.23x at 1 and 16, but 0.92-1.07x
 #: from 32 rows on. Not measured on a GPU, where it is ``h @ w``.
 TRANSPOSED_COPY_ROWS = {"cpu": 16}
@@ -46,7 +46,7 @@ def recurrent_matmul(h: Array, w: Array) -> Array:
     The copy is taken on the backends of :data:`TRANSPOSED_COPY_ROWS` (the CPU) for at most
     that many rows; elsewhere this is ``h @ w``. Forward mode and higher derivatives work;
     forward mode's product in ``h`` reads the copy transposed instead. The shipped cells use
-    it for their recurrent products, and a cell of one's own may too (docs/cells.md).
+    it for their recurrent products, and a cell of one's own may too (docs/performance.md).
 
     Args:
         h: ``[*B, K]``, any leading axes.

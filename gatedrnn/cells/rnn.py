@@ -1,4 +1,10 @@
-"""The vanilla (Elman) RNN: ``h_t = act(x_t @ w_x + h_{t-1} @ w_h + b)``."""
+"""The vanilla (Elman 1990) RNN, PyTorch's ``nn.RNN`` with its two biases folded into one::
+
+    h_t = act(x_t @ w_x + h_{t-1} @ w_h + b)
+
+``act`` tanh, relu (with identity init: the IRNN of Le et al. 2015) or any elementwise
+function; ``identity`` makes a linear RNN whose Jacobians are exactly ``w_hᵀ``.
+"""
 
 from __future__ import annotations
 
