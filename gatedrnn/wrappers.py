@@ -125,12 +125,18 @@ def learned_initial_carry(cell: Any) -> Any:
         new, h_t = cell.recur(inner, carry, u_t, h_mask=h_mask)
         return new, h_t, _gates(cell, inner, carry, u_t)
 
+    inner_form = getattr(cell, "parallel", None)
+
+    def parallel(params, carry, us, **masks):
+        return inner_form(params["cell"], carry, us, **masks)
+
     return make_cell(init, core, hidden_size=cell.hidden_size,
                      kind=f"learned_initial_carry({_kind(cell)})",
                      project=lambda params, x: cell.project(params["cell"], x),
                      initial_carry=initial_carry, output=cell.output,
                      input_size=lambda params: cell.input_size(params["cell"]),
-                     output_size=cell.output_size, linear=getattr(cell, "linear", False))
+                     output_size=cell.output_size, linear=getattr(cell, "linear", False),
+                     parallel=None if inner_form is None else parallel)
 
 
 __all__ = ["DropoutCarry", "learned_initial_carry", "recurrent_dropout"]

@@ -306,3 +306,15 @@ def test_import_time_reports_jax_gatedrnn_and_every_lazy_module():
             "'matplotlib') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_descendants_benchmark_times_each_pair_in_one_run():
+    from benchmarks.descendants import main
+
+    result = main(["--quick", "--repeats", "1"])
+    rows = result["rows"]
+    assert set(rows) == {"slstm_vs_lstm", "mlstm_parallel_vs_recurrent",
+                         "rg_lru_associative_vs_sequential"}
+    for row in (r for group in rows.values() for r in group):
+        assert row["reference_s"] > 0 and row["other_s"] > 0
+        assert row["ratio"] == row["other_s"] / row["reference_s"]

@@ -110,6 +110,7 @@ def test_slstm_matches_the_papers_equations(forget_gate, heads, scale):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_slstm_stays_finite_over_4096_steps_in_float32_with_large_pre_activations():
     cell = gr.slstm(16, heads=4, forget_gate="exp")
     params = randomize(cell.init(jax.random.key(0), I), jax.random.key(1), 20.0, jnp.float32)
@@ -166,7 +167,10 @@ RESETS = jax.random.bernoulli(jax.random.key(5), 0.15, (3, T))
     {"resets": RESETS[:, :24], "lengths": jnp.array([24, 20, 9]), "reverse": True},
 ], ids=["plain", "lengths", "reverse", "reverse-lengths", "resets", "all"])
 def test_mlstm_parallel_form_equals_the_recurrent_one_in_values_carries_and_gradients(kw):
-    cell = gr.mlstm(H, heads=2)
+    """Chunks of 7 steps (24 = 3 x 7 + 3: the last chunk padded), each in the quadratic form
+    from the previous chunk's carry; the quadratic form over the whole sequence is tested
+    below."""
+    cell = gr.mlstm(H, heads=2, chunk_size=7)
     params = _params(cell, scale=0.8)
     xs = _inputs(batch=3, steps=24)
     recurrent = gr.unroll(cell, params, xs, **kw)
@@ -176,6 +180,12 @@ def test_mlstm_parallel_form_equals_the_recurrent_one_in_values_carries_and_grad
     start = gr.unroll(cell, params, xs[:, ::-1])[0]
     assert_trees_close(gr.unroll(cell, params, xs, start, options=PARALLEL, **kw),
                        gr.unroll(cell, params, xs, start, **kw), tol=1e-10)
+    # a learned initial carry, which a reset returns to, reaches the parallel form
+    learned = gr.learned_initial_carry(cell)
+    first = jax.tree.map(lambda v: v[0], start)  # one sequence's final carry, unbatched
+    p = {"cell": params, "carry_0": first._replace(m=first.m + 0.5)}
+    assert_trees_close(gr.unroll(learned, p, xs, options=PARALLEL, **kw),
+                       gr.unroll(learned, p, xs, **kw), tol=1e-10)
 
     def loss(p, x, options):
         carry, ys = gr.unroll(cell, p, x, options=options, **kw)
@@ -183,6 +193,22 @@ def test_mlstm_parallel_form_equals_the_recurrent_one_in_values_carries_and_grad
 
     assert_trees_close(jax.grad(loss, (0, 1))(params, xs, PARALLEL),
                        jax.grad(loss, (0, 1))(params, xs, None), tol=1e-9)
+
+
+def test_mlstm_quadratic_form_over_the_whole_sequence_equals_the_recurrent_one():
+    cell = gr.mlstm(H, heads=2, chunk_size=None)
+    params = _params(cell, scale=0.8)
+    xs = _inputs(batch=3, steps=24)
+    kw = {"resets": RESETS[:, :24], "lengths": jnp.array([24, 20, 9]), "reverse": True}
+
+    def loss(p, options):
+        carry, ys = gr.unroll(cell, p, xs, options=options, **kw)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(carry.C ** 2)
+
+    assert_trees_close(gr.unroll(cell, params, xs, options=PARALLEL, **kw),
+                       gr.unroll(cell, params, xs, **kw), tol=1e-10)
+    assert_trees_close(jax.grad(loss)(params, PARALLEL), jax.grad(loss)(params, None),
+                       tol=1e-9)
 
 
 def test_mlstm_parallel_form_is_finite_with_large_gates_in_float32():
@@ -285,6 +311,7 @@ NEW = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_new_cells_run_through_unroll_options_vmap_compositions_and_wrappers(name):
     cell = NEW[name]
@@ -315,7 +342,9 @@ def test_new_cells_run_through_unroll_options_vmap_compositions_and_wrappers(nam
     assert np.all(np.isfinite(norms.log10[:-1]))
 
 
-@pytest.mark.parametrize("name", NEW)
+# the RG-LRU and the head-wise LSTM train through the same code as the minGRU and the LSTM
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["slstm", "mlstm"])
 def test_new_cells_train_and_sweep_and_run_as_flax_modules(name, tmp_path):
     cell = NEW[name]
     config = gr.train.Config(cell=cell, task=gr.tasks.adding(10), steps=20, batch_size=16,

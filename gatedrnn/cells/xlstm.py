@@ -12,7 +12,8 @@ sLSTM (the paper's eqs. 8-19; scalar memory, recurrent, head-wise recurrent matr
     h_t = σ(õ) ⊙ c_t / n_t
 
 mLSTM (eqs. 20-27; a matrix memory per head, no recurrent matrix, so a quadratic parallel
-form exists, Appendix B.3 of the paper)::
+form exists, Appendix B.3 of the paper, and a chunked one: the quadratic form within chunks,
+the carry passed from chunk to chunk)::
 
     q_t, k_t, v_t = x_t @ w_x + b  (per head, d = H / heads features each; k scaled by 1/√d)
     ĩ_t, f̃_t = scalars per head from x_t @ w_x + b;  o_t = σ(õ_t)
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from gatedrnn import checks
 from gatedrnn.cells.base import (
     Cell,
     Params,
@@ -177,6 +179,7 @@ def mlstm(
     forget_gate: str = "sigmoid",
     forget_bias: float = 3.0,
     input_bias: float = 0.0,
+    chunk_size: int | None = 64,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
 ) -> Cell:
@@ -184,8 +187,9 @@ def mlstm(
     head with exponential gating, all gates read from the input alone, so it also has a
     parallel form: ``gr.unroll(..., options=gr.ScanOptions(method="parallel"))`` computes
     every step at once from a ``[T, T]`` matrix of decays per head (the paper's Appendix B.3),
-    with the same values, carries and gradients as the recurrent form (tested), in
-    ``O(T^2 d)`` work instead of ``O(T d^2)`` and no sequential loop.
+    with the same values, carries and gradients as the recurrent form (tested); a sequence
+    longer than ``chunk_size`` runs as a scan over chunks, each in that form (``T / L``
+    sequential steps instead of ``T``).
 
     The input half ``u = x_t @ w_x + b`` holds, in order, ``q, k, v, õ`` (``H`` each, head
     ``j`` the ``j``-th ``d = H / heads`` of each) and ``ĩ, f̃`` (``heads`` each):
@@ -209,10 +213,16 @@ def mlstm(
         forget_gate: ``"sigmoid"`` (default, as the paper's experiments) or ``"exp"``.
         forget_bias: initial ``f̃`` bias (a long memory at the start: ``σ(3) = 0.95``).
         input_bias: initial ``ĩ`` bias.
+        chunk_size: the parallel form's chunk: sequences longer than this run as a scan over
+            chunks of this many steps, each chunk in the quadratic form from the carry the
+            previous one left (``O(T L d)`` work and ``O(L^2)`` memory per head for chunks of
+            ``L``); ``None``: the whole sequence in one quadratic form.
         dtype: computation dtype (``None``: promote inputs and params).
         param_dtype: dtype of the initialised params.
     """
     hh = _check_common(hidden_size, param_dtype, forget_bias=forget_bias, input_bias=input_bias)
+    if chunk_size is not None:
+        chunk_size = checks.size(chunk_size, "chunk_size")
     heads = _check_heads(heads, ("hidden_size", hh))
     forget_gate = _check_forget_gate(forget_gate)
     d = hh // heads
@@ -251,59 +261,85 @@ def mlstm(
         return MLSTMCarry(h_t, C_t, n_t, m_t), h_t, {"input": i_t, "forget": f_t, "output": o}
 
     def parallel(params, carry, us, *, valid=None, resets=None, carry_0=None):
-        q, k, v, o, i_pre, log_f = parts(us)        # [T, *B, heads, ...]
+        steps = us.shape[0]
+        if chunk_size is None or steps <= chunk_size:
+            return quadratic(carry, us, valid, resets, carry_0)
+        # chunks of chunk_size steps, the last padded with frozen steps (carry unchanged)
+        count = -(-steps // chunk_size)
+        pad = count * chunk_size - steps
+        live = jnp.ones(us.shape[:-1], bool) if valid is None else valid
+
+        def chunks(a, fill):
+            a = jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), fill, a.dtype)])
+            return a.reshape(count, chunk_size, *a.shape[1:])
+
+        def body(c, inputs):
+            u, v, r = inputs
+            return quadratic(c, u, v, r, carry_0)
+
+        carry, hs = jax.lax.scan(body, carry, (chunks(us, 0), chunks(live, False),
+                                               None if resets is None else chunks(resets, False)))
+        return carry, hs.reshape(count * chunk_size, *hs.shape[2:])[:steps]
+
+    def quadratic(carry, us, valid, resets, carry_0):
+        # batch-major, [*B, heads, T, ...], so that each head's products are [T, d] x [d, T]
+        q, k, v, o, i_pre, log_f = parts(us)
+        q, k, v = (jnp.moveaxis(a, 0, -2) for a in (q, k, v))         # [*B, h, T, d]
+        i_pre, log_f = (jnp.moveaxis(a, 0, -1) for a in (i_pre, log_f))  # [*B, h, T]
         steps = us.shape[0]
         if valid is not None:                       # a frozen step: f = 1, i = 0
-            log_f = jnp.where(valid[..., None], log_f, 0.0)
-            i_pre = jnp.where(valid[..., None], i_pre, -jnp.inf)
+            live = jnp.moveaxis(valid, 0, -1)[..., None, :]
+            log_f = jnp.where(live, log_f, 0.0)
+            i_pre = jnp.where(live, i_pre, -jnp.inf)
         t = jnp.arange(steps)
-        total = jnp.cumsum(log_f, axis=0)           # F_t = Σ_{r<=t} log f_r
-        # the episode of each step, and F just before its start (0 for the first episode)
-        starts = jnp.zeros(us.shape[:-1], bool) if resets is None else resets
-        episode = jnp.cumsum(starts, axis=0)
-        begin = jax.lax.cummax(jnp.where(starts, t.reshape((-1,) + (1,) * (starts.ndim - 1)),
-                                         0), axis=0)
-        before = jnp.take_along_axis(total - log_f, begin[..., None], axis=0)
-        before = jnp.where((episode > 0)[..., None], before, 0.0)
-        first = (episode == 0)[..., None]
-        # D[t, s] = F_t - F_s + ĩ_s for s <= t in t's episode; the carry an episode starts
-        # from enters as one more column, L_t = F_t - F_before + m_start
-        m_start = jnp.where(first, carry.m, carry_0.m if carry_0 is not None else 0.0)
-        decay_0 = total - before + m_start                                   # [T, *B, heads]
-        same = (episode[:, None] == episode[None, :]) & (t[:, None] >= t[None, :]).reshape(
-            (steps, steps) + (1,) * (episode.ndim - 1))
-        decay = total[:, None] - total[None, :] + i_pre[None, :]            # [T, S, *B, h]
-        decay = jnp.where(same[..., None], decay, -jnp.inf)
-        m = jnp.maximum(decay_0, jnp.max(decay, axis=1))
-        weights = jnp.exp(decay - m[:, None])
+        total = jnp.cumsum(log_f, axis=-1)          # F_t = Σ_{r<=t} log f_r
+        # each step's episode, and F just before the episode's first step (0 in the first)
+        starts = (jnp.zeros(us.shape[1:-1] + (1, steps), bool) if resets is None
+                  else jnp.moveaxis(resets, 0, -1)[..., None, :])       # [*B, 1, T]
+        episode = jnp.cumsum(starts, axis=-1)
+        begin = jax.lax.cummax(jnp.where(starts, t, 0), axis=starts.ndim - 1)
+        before = jnp.take_along_axis(total - log_f, jnp.broadcast_to(begin, total.shape),
+                                     axis=-1)
+        first = episode == 0
+        before = jnp.where(first, 0.0, before)
+        # D[t, s] = F_t - F_s + ĩ_s for s <= t in t's episode; the carry the episode starts
+        # from enters as one more column, F_t - F_before + m_start
+        resetting = carry_0 is not None and resets is not None
+        m_start = (jnp.where(first, carry.m[..., None], carry_0.m[..., None]) if resetting
+                   else carry.m[..., None])
+        decay_0 = total - before + m_start                              # [*B, h, T]
+        same = (episode[..., :, None] == episode[..., None, :]) & (t[:, None] >= t[None, :])
+        decay = jnp.where(same, total[..., :, None] - total[..., None, :] + i_pre[..., None, :],
+                          -jnp.inf)                                     # [*B, h, T, S]
+        m = jnp.maximum(decay_0, jnp.max(decay, axis=-1))
+        weights = jnp.exp(decay - m[..., None])
         w_0 = jnp.exp(decay_0 - m)
-        scores = jnp.einsum("t...hd,s...hd->ts...h", q, k) * weights
-        num = jnp.einsum("ts...h,s...hd->t...hd", scores, v)
-        dot = jnp.sum(scores, axis=1)
+        scores = jnp.einsum("...td,...sd->...ts", q, k) * weights
+        num = scores @ v                                                # [*B, h, T, d]
+        dot = jnp.sum(scores, axis=-1)
 
         def from_start(C, n):                       # the starting carry's share of each step
-            return (jnp.einsum("...hij,t...hj->t...hi", C, q),
-                    jnp.sum(n * q, axis=-1))
+            return jnp.einsum("...ij,...tj->...ti", C, q), jnp.einsum("...j,...tj->...t", n, q)
 
         c_q, n_q = from_start(carry.C, carry.n)
-        if carry_0 is not None and resets is not None:
+        if resetting:
             c_q0, n_q0 = from_start(carry_0.C, carry_0.n)
             c_q, n_q = jnp.where(first[..., None], c_q, c_q0), jnp.where(first, n_q, n_q0)
         num = num + w_0[..., None] * c_q
         dot = dot + w_0 * n_q
-        den = jnp.maximum(jnp.abs(dot), jnp.exp(-m))
-        hs = o * (num / den[..., None]).reshape(o.shape)
-        # the carry after the last step: its row of weights applied to v kᵀ and k
-        last, w_last = weights[-1], w_0[-1]                                  # [S, *B, h]
-        start_C = carry.C if carry_0 is None or resets is None else jnp.where(
-            first[-1][..., None, None], carry.C, carry_0.C)
-        start_n = carry.n if carry_0 is None or resets is None else jnp.where(
-            first[-1][..., None], carry.n, carry_0.n)
-        C_T = jnp.einsum("s...h,s...hi,s...hj->...hij", last, v, k) \
-            + w_last[..., None, None] * start_C
-        n_T = jnp.einsum("s...h,s...hj->...hj", last, k) + w_last[..., None] * start_n
+        read = num / jnp.maximum(jnp.abs(dot), jnp.exp(-m))[..., None]
+        hs = o * jnp.moveaxis(read, -2, 0).reshape(o.shape)
+        # the carry after the last step: its row of weights applied to v kᵀ and to k
+        last, w_last = weights[..., -1, :], w_0[..., -1]
+        start_C, start_n = carry.C, carry.n
+        if resetting:
+            kept = first[..., -1]                                       # [*B, 1]
+            start_C = jnp.where(kept[..., None, None], carry.C, carry_0.C)
+            start_n = jnp.where(kept[..., None], carry.n, carry_0.n)
+        C_T = jnp.einsum("...s,...si,...sj->...ij", last, v, k) + w_last[..., None, None] * start_C
+        n_T = jnp.einsum("...s,...sj->...j", last, k) + w_last[..., None] * start_n
         h_T = hs[-1] if valid is None else _last_valid(hs, valid, carry.h)
-        return MLSTMCarry(h_T, C_T, n_T, m[-1]), hs
+        return MLSTMCarry(h_T, C_T, n_T, m[..., -1]), hs
 
     def initial_carry(batch_shape, *, dtype, **_):
         return MLSTMCarry(jnp.zeros((*batch_shape, hh), dtype),
