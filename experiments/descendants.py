@@ -54,7 +54,7 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 CELLS = dict(state_tracking.DESCENDANTS)
 REFERENCE = {"lstm": lambda h: gr.lstm(h), "gru": lambda h: gr.gru(h)}
 SIZES = {
-    "quick": {**state_tracking.SIZES["quick"], "cells": ["mlstm", "rg_lru_neg"],
+    "quick": {**state_tracking.SIZES["quick"], "cells": ["mlstm"],
               "flow_len": 8, "flow_seeds": 2, "flow_hidden": 4},
     "cpu": {**state_tracking.SIZES["cpu"], "cells": list(CELLS), "flow_len": 200,
             "flow_seeds": 8, "flow_hidden": 32},

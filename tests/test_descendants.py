@@ -307,7 +307,6 @@ NEW = {
     "slstm": gr.slstm(H, heads=2),
     "mlstm": gr.mlstm(H, heads=2),
     "rg_lru": gr.rg_lru(H, negative_transitions=True),
-    "lstm_heads": gr.lstm(H, heads=2),
 }
 
 
@@ -340,6 +339,8 @@ def test_new_cells_run_through_unroll_options_vmap_compositions_and_wrappers(nam
                                           components=True)
     assert len(norms.components) == len(jax.tree.leaves(cell.initial_carry(())))
     assert np.all(np.isfinite(norms.log10[:-1]))
+    jacobians = gr.diagnostics.jacobian_norms(cell, params, xs[:, :6])
+    assert jacobians.log10.shape == (3, 6) and np.all(np.isfinite(jacobians.log10))
 
 
 # the RG-LRU and the head-wise LSTM train through the same code as the minGRU and the LSTM

@@ -4,7 +4,7 @@ A file of its own so that pytest-xdist (``--dist loadfile``) runs it beside
 ``test_experiments.py`` rather than after it. Each run keeps the paper's sizes but trains
 fewer cells, two learning rates and, where the paper's settings would take minutes of
 evaluation on 2 cores, a smaller one (the shortest gap or length, one hidden size,
-gradient_flow's sequences of 20 steps and diagnostics on 4 of them): what the test shows is
+gradient_flow's sequences of 50 steps and diagnostics on 8 of them): what the test shows is
 that the paper's configuration is valid and trains, not its results.
 """
 
@@ -23,7 +23,7 @@ from experiments import report  # noqa: E402
 TWO_RATES = ["--learning-rates", "1e-3", "1e-2"]
 PAPER_FLAGS = {
     # at T=200 its evaluations take every step's gradient norms: 18 minutes on a shared core
-    "gradient_flow": ["--cells", "rnn", "lstm", "--diag-batch", "4", "--seq-len", "20",
+    "gradient_flow": ["--cells", "rnn", "lstm", "--diag-batch", "8", "--seq-len", "50",
                       *TWO_RATES],
     "adding_problem": ["--cells", "lstm", "--seq-lens", "100", *TWO_RATES],
     "copy_task": ["--cells", "lstm", "--hidden", "40", "--seq-lens", "100", *TWO_RATES],
