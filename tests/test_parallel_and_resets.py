@@ -159,6 +159,9 @@ def test_associative_scan_refuses_cells_that_are_not_linear(cell):
                                          "linear"):
         gr.unroll(cell, params, xs, options=gr.ScanOptions(method="associative"))
     with pytest.raises(ValueError, match="method must be one of"):
+        gr.unroll(cell, params, xs, options=gr.ScanOptions(method="prefix"))
+    # "parallel" is a method now, for cells with a whole-sequence form; these have none
+    with pytest.raises(ValueError, match="method='parallel' needs a cell with a whole-sequence"):
         gr.unroll(cell, params, xs, options=gr.ScanOptions(method="parallel"))
 
 
