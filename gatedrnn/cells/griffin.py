@@ -31,7 +31,6 @@ from gatedrnn.cells.base import (
     cell_factory,
     make_cell,
 )
-from gatedrnn.cells.minimal import _check_flag
 from gatedrnn.cells.products import _gated_affine, _rows_of_w_x
 
 
@@ -76,7 +75,7 @@ def rg_lru(
     checks.real(a_max, "a_max", below=1.0)
     if not a_min < a_max:
         raise ValueError(f"need 0 < a_min < a_max < 1; got a_min={a_min!r}, a_max={a_max!r}")
-    _check_flag(negative_transitions, "negative_transitions")
+    checks.flag(negative_transitions, "negative_transitions")
 
     def init(key: PRNGKeyArray, input_size: int) -> Params:
         k_x, k_a = jax.random.split(key)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, PRNGKeyArray
 
+from gatedrnn import checks
 from gatedrnn.cells.base import (
     Cell,
     Params,
@@ -121,11 +122,6 @@ def _min_lstm_state_jvp(primals: tuple, tangents: tuple) -> tuple:
 _min_lstm_state.defjvp(_min_lstm_state_jvp, symbolic_zeros=True)
 
 
-def _check_flag(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {value!r}")
-
-
 def _input_gated_cell(kind: str, num_gates: int, hidden_size: int, core: Callable,
                       dtype: Any, param_dtype: Any) -> Cell:
     """A cell whose gates read the input alone, ``u = x @ w_x + b`` with ``w_x [I, G*H]`` and
@@ -168,7 +164,7 @@ def min_gru(hidden_size: int, *, negative_transitions: bool = False, dtype: Any 
     ``h_t = (1 - 2 z_t) ⊙ h_{t-1} + z_t ⊙ h~_t``.
     """
     hidden_size = _check_common(hidden_size, param_dtype)
-    _check_flag(negative_transitions, "negative_transitions")
+    checks.flag(negative_transitions, "negative_transitions")
 
     def core(params, h_tm1, u_t):
         if negative_transitions:
@@ -205,7 +201,7 @@ def min_lstm(hidden_size: int, *, negative_transitions: bool = False, dtype: Any
     ``(-1, 1)`` (Grazzi et al. 2024): ``h_t = (2 f'_t - 1) ⊙ h_{t-1} + i'_t ⊙ h~_t``.
     """
     hidden_size = _check_common(hidden_size, param_dtype)
-    _check_flag(negative_transitions, "negative_transitions")
+    checks.flag(negative_transitions, "negative_transitions")
 
     def core(params, h_tm1, u_t):
         if negative_transitions:
