@@ -37,7 +37,7 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 SIZES = {
-    "quick": dict(seq_lens=[6, 10], hidden=4, seeds=2, steps=20, learning_rates=[1e-3, 1e-2]),
+    "quick": dict(seq_lens=[10], hidden=4, seeds=2, steps=20, learning_rates=[1e-3, 1e-2]),
     "cpu": dict(seq_lens=[50, 100, 200], hidden=32, seeds=5, steps=1500, batch_size=32,
                 learning_rates=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1], clip_norm=1.0,
                 cells=["rnn", "lstm", "gru"], seed=0),

@@ -51,7 +51,7 @@ except ImportError:  # run as a script: experiments/ is on sys.path
     import common
 
 SIZES = {
-    "quick": dict(seq_lens=[3, 5], hidden=[4, 4, 4, 4], seeds=2, steps=20,
+    "quick": dict(seq_lens=[5], hidden=[4, 4, 4, 4], seeds=2, steps=20,
                   learning_rates=[1e-3, 1e-2]),
     "cpu": dict(seq_lens=[10, 40], cells=["rnn", "lstm", "gru", "lstm_chrono"],
                 hidden=[80, 40, 42, 40], seeds=5, steps=3000, batch_size=32,

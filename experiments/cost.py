@@ -56,7 +56,8 @@ from benchmarks import timing  # noqa: E402
 
 SIZES = {
     "quick": dict(hidden_sizes=[4, 8], batch=2, seq_len=5, input_size=3, repeats=2, seeds=2,
-                  train_seq_len=5, train_hidden=4, steps=20, learning_rates=[1e-3, 1e-2]),
+                  train_seq_len=5, train_hidden=4, steps=20, learning_rates=[1e-3, 1e-2],
+                  cells=["rnn", "lstm", "gru", "min_gru"]),
     "cpu": dict(hidden_sizes=[64, 256], batch=32, seq_len=100, input_size=32, repeats=7,
                 cells=["rnn", "lstm", "gru", "min_gru", "min_lstm", "lru"], seeds=5,
                 train_seq_len=50, train_hidden=64, steps=1000,

@@ -60,8 +60,9 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 # "min_gru_x2": two stacked minGRU layers, Feng et al.'s remedy for gates that see only x_t
 ALL_CELLS = ["rnn", "gru", "lstm", "min_gru", "min_gru_x2", "min_lstm", "lru"]
 SIZES = {
+    # the quick run (CI's end-to-end check) takes one cell of each kind the claims compare
     "quick": dict(seq_len=6, hidden=4, seeds=2, steps=20, diag_batch=3,
-                  learning_rates=[1e-3, 1e-2]),
+                  learning_rates=[1e-3, 1e-2], cells=["rnn", "gru", "lstm", "min_gru"]),
     "cpu": dict(seq_len=100, hidden=64, seeds=5, steps=1000, batch_size=64,
                 learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0, lstm_forget_bias=1.0,
                 cells=ALL_CELLS, diag_batch=8, seed=0),

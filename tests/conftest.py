@@ -12,7 +12,8 @@ import gatedrnn  # noqa: F401  (importing it first avoids JAX 0.10's CPU deadloc
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# pytest-xdist (pyproject.toml) hands each worker whole files in the order collected. The
+# pytest-xdist (pyproject.toml) hands each worker whole files in the order collected (with
+# --no-loadscope-reorder; by default it would reorder them by their number of tests). The
 # longest files go first and the short ones fill in after, so that no long file starts
 # last: test_experiments.py alone (a module fixture that runs every experiment) is about a
 # quarter of the suite's CPU time, and started mid-run it kept CI 2 minutes past an even

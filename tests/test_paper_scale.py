@@ -4,8 +4,10 @@ A file of its own so that pytest-xdist (``--dist loadfile``) runs it beside
 ``test_experiments.py`` rather than after it. Each run keeps the paper's sizes but trains
 fewer cells, two learning rates and, where the paper's settings would take minutes of
 evaluation on 2 cores, a smaller one (the shortest gap or length, one hidden size,
-gradient_flow's sequences of 50 steps and diagnostics on 8 of them): what the test shows is
-that the paper's configuration is valid and trains, not its results.
+gradient_flow's sequences of 25 steps and diagnostics on 8 of them, state tracking's
+test lengths up to 100 and parity alone): what the test shows is that the paper's
+configuration is valid and trains, not its results. Its cost is XLA compiling one program
+per cell, task and length, so fewer of those is what shortens it, not fewer steps.
 """
 
 from __future__ import annotations
@@ -23,21 +25,23 @@ from experiments import report  # noqa: E402
 TWO_RATES = ["--learning-rates", "1e-3", "1e-2"]
 PAPER_FLAGS = {
     # at T=200 its evaluations take every step's gradient norms: 18 minutes on a shared core
-    "gradient_flow": ["--cells", "rnn", "lstm", "--diag-batch", "8", "--seq-len", "50",
+    "gradient_flow": ["--cells", "rnn", "lstm", "--diag-batch", "8", "--seq-len", "25",
                       *TWO_RATES],
     "adding_problem": ["--cells", "lstm", "--seq-lens", "100", *TWO_RATES],
     "copy_task": ["--cells", "lstm", "--hidden", "40", "--seq-lens", "100", *TWO_RATES],
     "counting": ["--architectures", "wide", *TWO_RATES],
     # 9 tunes at T=400 and 200 took 7 minutes of CI's 45
-    "init_ablation": [*TWO_RATES, "--rnn-learning-rates", "1e-4", "1e-3", "--adding-len", "50",
-                      "--copy-len", "20"],
+    "init_ablation": [*TWO_RATES, "--rnn-learning-rates", "1e-4", "1e-3", "--adding-len", "25",
+                      "--copy-len", "10"],
     "sensitivity": ["--cells", "lstm", "--hidden-sizes", "32", *TWO_RATES],
     "cost": ["--cells", "lstm", "gru", "--repeats", "2", "--hidden-sizes", "128",
              *TWO_RATES],
     "digits": ["--models", "rnn", "lstm", *TWO_RATES],
-    "state_tracking": ["--cells", "rnn", "min_gru_neg", "--test-batch", "8", *TWO_RATES],
+    "state_tracking": ["--cells", "rnn", "min_gru_neg", "--test-batch", "8", "--test-edges",
+                       "41", "100", "--tasks", "parity", *TWO_RATES],
     "char_lm": ["--cells", "lstm", "gru", *TWO_RATES],
-    "descendants": ["--cells", "mlstm", "--test-batch", "8", "--flow-len", "20",
+    "descendants": ["--cells", "mlstm", "--test-batch", "8", "--test-edges", "41", "100",
+                    "--tasks", "parity", "--flow-len", "20",
                     "--flow-seeds", "2", *TWO_RATES],
 }
 

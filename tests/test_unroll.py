@@ -458,7 +458,7 @@ def test_scan_options_are_checked_when_made_and_not_mixed_with_the_old_keywords(
     cell = CELLS["gru"]
     params, xs = _case(cell, (2,))
     with pytest.raises(ValueError, match="method must be one of"):
-        gr.ScanOptions(method="parallel")
+        gr.ScanOptions(method="prefix")
     with pytest.raises(ValueError, match="remat must be True, False, a positive int"):
         gr.ScanOptions(remat=-1)
     with pytest.raises(TypeError, match="either as options=gr.ScanOptions"):
