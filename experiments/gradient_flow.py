@@ -60,7 +60,8 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 # "min_gru_x2": two stacked minGRU layers, Feng et al.'s remedy for gates that see only x_t
 ALL_CELLS = ["rnn", "gru", "lstm", "min_gru", "min_gru_x2", "min_lstm", "lru"]
 SIZES = {
-    # the quick run (CI's end-to-end check) takes one cell of each kind the claims compare
+    # the quick run (CI's end-to-end check) trains the classic cells and one parallel-scan
+    # cell, enough to exercise every code path; the CPU and paper scales train them all
     "quick": dict(seq_len=6, hidden=4, seeds=2, steps=20, diag_batch=3,
                   learning_rates=[1e-3, 1e-2], cells=["rnn", "gru", "lstm", "min_gru"]),
     "cpu": dict(seq_len=100, hidden=64, seeds=5, steps=1000, batch_size=64,
