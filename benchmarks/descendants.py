@@ -2,7 +2,7 @@
 ``gr.unroll``, the gradient of ``sum(ys**2)`` in the params, jit-compiled, float32):
 
 1. ``gr.slstm`` against ``gr.lstm`` at the same hidden size, one head (the sLSTM's extra
-   normaliser and stabiliser states against the LSTM's hand-written derivative);
+   normaliser and stabiliser states; both steps have hand-written derivatives);
 2. ``gr.mlstm``'s parallel form (``method="parallel"``, ``O(T^2 d)`` work, no loop) against
    its recurrent one (``O(T d^2)``, ``T`` sequential steps) as ``T`` grows;
 3. ``gr.rg_lru`` under ``method="associative"`` against ``"sequential"`` at long ``T``.

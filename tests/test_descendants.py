@@ -22,6 +22,7 @@ from reference import (
 from test_unroll import assert_trees_close
 
 import gatedrnn as gr
+from gatedrnn.cells import SLSTMCarry
 from gatedrnn.cells.products import dense_recurrent
 
 EQ_TOL = 1e-12
@@ -122,6 +123,61 @@ def test_slstm_stays_finite_over_4096_steps_in_float32_with_large_pre_activation
 
     grads = jax.grad(lambda p: jnp.sum(gr.unroll(cell, p, xs[:, :512])[1]))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("forget_gate", ["sigmoid", "exp"])
+@pytest.mark.parametrize("start", ["stored", "empty"])
+def test_slstm_handwritten_derivative_matches_finite_differences_of_the_equations(
+        forget_gate, start):
+    """The sLSTM's step carries a derivative written by hand (a custom_jvp, for speed): reverse
+    mode, forward mode and second order must be the derivatives of the NumPy equations, in
+    every carry part (a loss on the outputs and on the final ``c``, ``n`` and ``m``), from a
+    stored carry and from an empty one (the ``n = 0`` rule; the carry is then not moved, as
+    the rule is a jump there)."""
+    cell = gr.slstm(H, heads=2, forget_gate=forget_gate)
+    params, xs = _params(cell, scale=1.0), _inputs(steps=6, scale=2.0)
+    if start == "stored":
+        k_c, k_n, k_m = jax.random.split(jax.random.key(7), 3)
+        carry = SLSTMCarry(jnp.tanh(jax.random.normal(k_c, (B, H), jnp.float64)),
+                              jax.random.normal(k_c, (B, H), jnp.float64),
+                              1.0 + jax.random.uniform(k_n, (B, H), jnp.float64),
+                              jax.random.normal(k_m, (B, H), jnp.float64))
+    else:
+        carry = SLSTMCarry(*(np.zeros((B, H)) for _ in range(4)))
+    weights = np.random.default_rng(0).normal(size=(xs.shape[1] + 3, B, H))
+    point = (params, carry, xs)
+    direction = jax.tree.map(np.asarray, randomize(point, jax.random.key(6), scale=1.0))
+    if start == "empty":
+        direction = (direction[0], jax.tree.map(np.zeros_like, carry), direction[2])
+
+    def loss(point):
+        params, carry, xs = point
+        final, ys = gr.unroll(cell, params, xs, carry)
+        total = jnp.sum(weights[:xs.shape[1]].swapaxes(0, 1) * ys)
+        return total + sum(jnp.sum(w * v) for w, v in zip(weights[-3:], final[1:]))
+
+    def reference(point):
+        params, carry, xs = jax.tree.map(np.asarray, point)
+        final, ys = _numpy_run(lambda c, x: slstm_step(to_numpy(params), c, x, forget_gate),
+                               tuple(carry), xs)
+        total = np.sum(weights[:xs.shape[1]].swapaxes(0, 1) * ys)
+        return total + sum(np.sum(w * v) for w, v in zip(weights[-3:], final[1:]))
+
+    def moved(eps):
+        return jax.tree.map(lambda v, d: np.asarray(v) + eps * d, point, direction)
+
+    eps = 1e-5
+    expected = (reference(moved(eps)) - reference(moved(-eps))) / (2 * eps)
+    assert abs(reference(point) - loss(point)) < 1e-10
+    grad = jax.grad(loss)(point)
+    along = sum(np.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(along, expected, rtol=1e-7)
+    np.testing.assert_allclose(jax.jvp(loss, (point,), (direction,))[1], expected, rtol=1e-7)
+    hvp = jax.jvp(jax.grad(loss), (point,), (direction,))[1]
+    eps = 1e-6
+    fd = jax.tree.map(lambda a, b: (a - b) / (2 * eps), jax.grad(loss)(moved(eps)),
+                      jax.grad(loss)(moved(-eps)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), hvp, fd)
 
 
 # --- mLSTM ----------------------------------------------------------------------------------
