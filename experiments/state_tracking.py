@@ -18,7 +18,7 @@ from (0, 1) to (-1, 1), Grazzi et al.'s recipe) and ``min_lstm_neg`` (``2 f'_t -
 learning rate is tuned on validation strings of the training lengths (the protocol of
 ``common.py``); the linear cells' test accuracy is measured with ``method="sequential"``
 and ``method="associative"`` both, the mLSTM's with its recurrent and parallel forms (the
-two must agree).
+two must agree; it trains in its parallel form, as its paper does).
 
 Command:
 
@@ -82,6 +82,9 @@ CELLS = {**common.CELLS, "min_gru_neg": lambda h: min_gru_neg(h),
 LINEAR = ("min_gru", "min_lstm", "lru", "min_gru_neg", "min_lstm_neg", "rg_lru", "rg_lru_neg")
 #: the second way each cell is run on the test strings, which must agree with the first
 SECOND_METHOD = {**{name: "associative" for name in LINEAR}, "mlstm": "parallel"}
+#: how a cell is unrolled in training where not the default: the mLSTM's whole-sequence form
+#: is its paper's training form and about 3x faster here (the same values and gradients)
+TRAIN_OPTIONS = {"mlstm": gr.ScanOptions(method="parallel")}
 CLASSIC = ("rnn", "lstm", "gru")
 TASKS = {"parity": dict(modulus=2), "mod5": dict(modulus=5)}
 TITLES = {"parity": "parity", "mod5": "sum mod 5"}
@@ -158,7 +161,8 @@ def run_task(run: common.Run, task_name: str) -> dict:
     out = {}
     for name in s["cells"]:
         config = gr.train.Config(cell=CELLS[name](s["hidden"]), task=task, steps=s["steps"],
-                                 batch_size=s["batch_size"], clip_norm=s["clip_norm"])
+                                 batch_size=s["batch_size"], clip_norm=s["clip_norm"],
+                                 options=TRAIN_OPTIONS.get(name))
         tuned = run.tune(TITLES[task_name], name, config, OBJECTIVE)
         model = gr.train.make_trainer(config).model
         params = tuned.params()

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gatedrnn import checks
-from gatedrnn.scan import unroll
+from gatedrnn.scan import ScanOptions, unroll
 
 
 class SequenceModel(NamedTuple):
@@ -21,7 +21,10 @@ class SequenceModel(NamedTuple):
     the layer's outputs before the readout, with a fresh mask per step (the non-recurrent
     dropout of Zaremba et al. 2014); it is on only when ``apply`` gets a key. Dropout between
     stacked layers is :func:`gatedrnn.stack`'s, recurrent dropout
-    :func:`gatedrnn.recurrent_dropout`'s; the same key switches them on.
+    :func:`gatedrnn.recurrent_dropout`'s; the same key switches them on. ``options`` (a
+    :class:`gatedrnn.ScanOptions`, or ``None`` for :func:`gatedrnn.unroll`'s defaults) is how
+    the layer is unrolled: ``method="parallel"`` trains the mLSTM in its whole-sequence form,
+    ``method="associative"`` a linear cell with the parallel prefix scan.
     """
 
     layer: Any
@@ -29,6 +32,7 @@ class SequenceModel(NamedTuple):
     readout: str
     embed: int | None = None
     dropout: Any = 0.0
+    options: ScanOptions | None = None
 
     def init(self, key, input_size: int) -> dict:
         """Layer params from ``layer.init``; dense layers' ``w`` LeCun normal, ``b`` zeros."""
@@ -47,7 +51,8 @@ class SequenceModel(NamedTuple):
         dropout)."""
         if self.embed is not None:
             xs = xs @ params["embed"]["w"] + params["embed"]["b"]
-        return unroll(self.layer, params["rnn"], xs, lengths=lengths, key=key)[1]
+        return unroll(self.layer, params["rnn"], xs, lengths=lengths, key=key,
+                      options=self.options)[1]
 
     def head(self, params, ys, lengths=None, *, key=None):
         """The readout of layer outputs ``ys [B, T, H_out]``: ``[B, O]`` at the last valid step
@@ -80,7 +85,7 @@ def _dense(key, fan_in: int, fan_out: int) -> dict:
 
 
 def sequence_model(layer, output_size: int, *, readout: str = "last", embed: int | None = None,
-                   dropout: Any = 0.0) -> SequenceModel:
+                   dropout: Any = 0.0, options: ScanOptions | None = None) -> SequenceModel:
     """A recurrent layer with a linear readout of size ``output_size`` (see SequenceModel).
 
     Args:
@@ -89,13 +94,18 @@ def sequence_model(layer, output_size: int, *, readout: str = "last", embed: int
         readout: ``"last"`` (predict from the last valid step) or ``"all"`` (every step).
         embed: width of an input dense layer (embedding), or ``None`` for none.
         dropout: rate in ``[0, 1)`` on the layer's outputs during training.
+        options: how the layer is unrolled (:class:`gatedrnn.ScanOptions`); ``None``: the
+            defaults of :func:`gatedrnn.unroll`.
     """
     if readout not in ("last", "all"):
         raise ValueError(f"readout must be 'last' or 'all'; got {readout!r}")
     output_size = checks.size(output_size, "output_size")
     embed = None if embed is None else checks.size(embed, "embed")
     checks.rate(dropout, "dropout")
-    return SequenceModel(layer, output_size, readout, embed, dropout)
+    if options is not None and not isinstance(options, ScanOptions):
+        raise TypeError(f"options must be a gr.ScanOptions or None; got "
+                        f"{type(options).__name__} {options!r}")
+    return SequenceModel(layer, output_size, readout, embed, dropout, options)
 
 
 __all__ = ["SequenceModel", "sequence_model"]

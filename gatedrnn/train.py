@@ -24,7 +24,7 @@ import optax
 from gatedrnn import checks
 from gatedrnn.diagnostics import gradient_norms
 from gatedrnn.models import sequence_model
-from gatedrnn.scan import check_layer
+from gatedrnn.scan import ScanOptions, check_layer
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -95,6 +95,9 @@ class Config:
             autoregressive loss); ``batch`` is a :class:`Batch`, ``key`` the step's dropout
             key, ``aux`` a dict of scalars recorded as ``metrics["train_<name>"]`` (means
             over each evaluation interval). Evaluation still uses the task's metrics.
+        options: how the recurrent layer is unrolled in training and evaluation, a
+            :class:`gatedrnn.ScanOptions` (``method="parallel"`` trains the mLSTM in its
+            whole-sequence form); ``None``: :func:`gatedrnn.unroll`'s defaults.
     """
 
     cell: Any = None
@@ -114,6 +117,7 @@ class Config:
     gradient_flow: bool = False
     model: Any = None
     loss_fn: Callable | None = None
+    options: Any = None
 
     def __post_init__(self):
         steps = self.steps
@@ -185,6 +189,9 @@ def _validate(config: Config) -> None:
         raise ValueError("config.learning_rate is already a schedule; leave config.schedule "
                          "'constant' and config.warmup_steps 0")
     checks.rate(config.dropout, "config.dropout")
+    if config.options is not None and not isinstance(config.options, ScanOptions):
+        raise TypeError(f"config.options must be a gr.ScanOptions or None; got "
+                        f"{type(config.options).__name__} {config.options!r}")
     missing = [f for f in TASK_FIELDS if not hasattr(config.task, f)]
     if missing:
         raise TypeError(f"config.task must be a gatedrnn.tasks.Task or have its fields; got "
@@ -201,9 +208,10 @@ def _validate(config: Config) -> None:
                 raise TypeError(f"config.model must have init(key, input_size) and "
                                 f"apply(params, xs, *, key, lengths); got "
                                 f"{type(config.model).__name__} without {method}")
-        if config.embed is not None or not checks.is_zero(config.dropout):
-            raise ValueError("config.embed and config.dropout configure the sequence model "
-                             "around config.cell; a config.model brings its own")
+        if (config.embed is not None or not checks.is_zero(config.dropout)
+                or config.options is not None):
+            raise ValueError("config.embed, config.dropout and config.options configure the "
+                             "sequence model around config.cell; a config.model brings its own")
     if config.gradient_flow and config.model is not None:
         raise ValueError("config.gradient_flow follows config.cell's carry: it needs "
                          "config.cell, not config.model")
@@ -334,7 +342,8 @@ def make_trainer(config: Config) -> Trainer:
     _check_task_lengths(task, config.batch_size)
     if config.model is None:
         model = sequence_model(config.cell, task.output_size, readout=task.readout,
-                               embed=config.embed, dropout=config.dropout)
+                               embed=config.embed, dropout=config.dropout,
+                               options=config.options)
     else:
         model = config.model
     tx = make_optimizer(config)

@@ -278,11 +278,25 @@ def _train_config(**changes):
     (dict(dropout=jnp.array(-0.5)), ValueError, r"config.dropout must be in \[0, 1\)"),
     (dict(task="adding"), TypeError, "config.task must be a gatedrnn.tasks.Task or have its "
                                      "fields; got str, which lacks name, sample"),
+    (dict(options="parallel"), TypeError, "config.options must be a gr.ScanOptions or None; "
+                                          "got str 'parallel'"),
 ])
 def test_training_values_that_would_train_wrongly_are_refused_before_compiling(changes, error,
                                                                                match):
     with pytest.raises(error, match=match):
         gr.train.make_train(_train_config(**changes))
+
+
+def test_training_options_a_cell_cannot_run_are_refused_when_traced_and_a_model_has_none():
+    train = gr.train.make_train(_train_config(options=gr.ScanOptions(method="parallel")))
+    with pytest.raises(ValueError, match="method='parallel' needs a cell with a whole-sequence "
+                                         "form .* cell 'gru' has none"):
+        jax.eval_shape(train, jax.random.key(0))
+    model = gr.models.sequence_model(gr.gru(4), 1)
+    with pytest.raises(ValueError, match="config.options configure the sequence model around "
+                                         "config.cell; a config.model brings its own"):
+        gr.train.make_train(_train_config(cell=None, model=model,
+                                          options=gr.ScanOptions(method="associative")))
 
 
 def test_a_negative_learning_rate_in_a_sweep_grid_is_refused():

@@ -138,6 +138,26 @@ def _user_linear_cell():
     return gr.make_cell(init, core, hidden_size=H, project=project, linear=True)
 
 
+@pytest.mark.parametrize("name", ["user", "mlstm"])
+def test_training_unrolls_the_layer_by_the_configs_options(name):
+    """``gr.train.Config(options=...)`` reaches every unroll of training and evaluation: a
+    user-built linear cell trained with the associative scan, and the mLSTM in its parallel
+    form, train as they do sequentially (the same losses and params, to float32 rounding)."""
+    cell, method = ((_user_linear_cell(), "associative") if name == "user"
+                    else (gr.mlstm(H, heads=2), "parallel"))
+    base = dict(cell=cell, task=gr.tasks.modular_sum(8, modulus=2), steps=10, batch_size=8,
+                eval_every=5, eval_batch_size=16, learning_rate=1e-2)
+    runs = [jax.jit(gr.train.make_train(gr.train.Config(**base, options=options)))(
+        jax.random.key(0)) for options in (None, gr.ScanOptions(method=method))]
+    for key in ("loss", "train_loss"):
+        np.testing.assert_allclose(runs[1].metrics[key], runs[0].metrics[key], rtol=1e-4)
+    assert_trees_close(runs[1].params, runs[0].params, tol=1e-4)
+    bad = "parallel" if name == "user" else "associative"  # the one the cell has not
+    with pytest.raises(ValueError, match=f"method={bad!r} needs a cell"):
+        jax.eval_shape(gr.train.make_train(gr.train.Config(
+            **base, options=gr.ScanOptions(method=bad))), jax.random.key(0))
+
+
 @pytest.mark.parametrize("batch_shape", [(), (2, 3)])
 def test_associative_scan_of_a_user_cell_with_a_pytree_input_half_equals_the_sequential(
         batch_shape):
