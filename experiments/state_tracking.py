@@ -96,7 +96,7 @@ SIZES = {
                 train_len=40,
                 test_edges=[41, 64, 128, 256], hidden=32, seeds=10, steps=2000,
                 batch_size=32, learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], clip_norm=1.0,
-                test_batch=256, seed=0),
+                test_batch=256, eval_batch=512, seed=0),
     "paper": dict(test_edges=[41, 100, 250, 500], hidden=128, steps=20000, batch_size=128),
 }
 GENERALISES = 0.99  # a seed generalises when its mean test accuracy over the buckets is this
@@ -162,6 +162,7 @@ def run_task(run: common.Run, task_name: str) -> dict:
     for name in s["cells"]:
         config = gr.train.Config(cell=CELLS[name](s["hidden"]), task=task, steps=s["steps"],
                                  batch_size=s["batch_size"], clip_norm=s["clip_norm"],
+                                 eval_batch_size=s["eval_batch"],
                                  options=TRAIN_OPTIONS.get(name))
         tuned = run.tune(TITLES[task_name], name, config, OBJECTIVE)
         model = gr.train.make_trainer(config).model
@@ -236,11 +237,13 @@ def figures(run: common.Run, results: dict) -> None:
     for ax, (task_name, r) in zip(axes[0], results.items()):
         mids = [np.sqrt(lo * hi) for lo, hi in r["buckets"]]
         gr.plots.against(mids, {common.label(n): e["accuracy"] for n, e in r["cells"].items()},
-                         xlabel="test length (bucket's geometric middle)", log_y=False,
+                         xlabel="test length (bucket, at its geometric middle)", log_y=False,
                          log_x=True, ylabel="accuracy at the last token", ax=ax,
                          baselines={"chance": 1 / TASKS[task_name]["modulus"]},
                          title=f"{TITLES[task_name]}: trained on lengths <= {s['train_len']}")
         ax.set_ylim(0, 1.02)
+        ax.set_xticks(mids, [f"{lo}-{hi}" for lo, hi in r["buckets"]])
+        ax.minorticks_off()
     common.savefig(fig, run.out / "accuracy.png")
 
     linear = [(t, n, e) for t, r in results.items() for n, e in r["cells"].items()

@@ -125,8 +125,7 @@ def test_slstm_stays_finite_over_4096_steps_in_float32_with_large_pre_activation
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("forget_gate", ["sigmoid", "exp"])
-@pytest.mark.parametrize("start", ["stored", "empty"])
+@pytest.mark.parametrize("forget_gate, start", [("sigmoid", "stored"), ("exp", "empty")])
 def test_slstm_handwritten_derivative_matches_finite_differences_of_the_equations(
         forget_gate, start):
     """The sLSTM's step carries a derivative written by hand (a custom_jvp, for speed): reverse
