@@ -403,11 +403,12 @@ def loaded_note(loaded: int) -> str:
     return f", {loaded} sweeps loaded from an earlier run, not timed" if loaded else ""
 
 
-def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS),
+def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), tasks=(),
           switches: dict[str, str] | None = None) -> Run:
     """Parses the command line: ``--quick`` or ``--scale {cpu,paper}`` picks a column of
     ``sizes``; ``--out-dir`` (default ``results/<name>``); one flag per size key overrides
-    it; ``--cells`` must name entries of ``cells``; each of ``switches`` (name -> help) is an
+    it; ``--cells`` must name entries of ``cells`` and ``--tasks`` of ``tasks`` (checked
+    before anything is written); each of ``switches`` (name -> help) is an
     on/off flag, read back from ``run.switches``. Writes ``config.json`` and returns the
     :class:`Run`."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0],
@@ -429,9 +430,10 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS),
     settings.update({k: v for k, v in args.items() if k in settings and v is not None})
     if settings["seeds"] < 2:
         raise SystemExit("--seeds must be at least 2: the intervals are over seeds")
-    unknown = [c for c in settings.get("cells", []) if c not in cells]
-    if unknown:
-        raise SystemExit(f"--cells: unknown {unknown}; choose from {list(cells)}")
+    for flag, known in (("cells", cells), ("tasks", tasks)):
+        unknown = [c for c in settings.get(flag, []) if c not in known]
+        if unknown:
+            raise SystemExit(f"--{flag}: unknown {unknown}; choose from {list(known)}")
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     _check_out_dir(out, name)
     out.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,8 @@ def gradient_flow(s: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    run = common.start("descendants", __doc__, SIZES, argv, cells=list(CELLS))
+    run = common.start("descendants", __doc__, SIZES, argv, cells=list(CELLS),
+                       tasks=tuple(state_tracking.TASKS))
     s = run.settings
     flow = gradient_flow(s)
     fig = gr.plots.gradient_norms({common.label(n): v for n, v in flow.items()},

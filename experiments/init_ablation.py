@@ -85,11 +85,8 @@ def condition(name: str, H: int, t_max: float):
 
 
 def main(argv=None) -> dict:
-    run = common.start("init_ablation", __doc__, SIZES, argv)
+    run = common.start("init_ablation", __doc__, SIZES, argv, tasks=tuple(TASK_CONDITIONS))
     s = run.settings
-    unknown = [t for t in s["tasks"] if t not in TASK_CONDITIONS]
-    if unknown:
-        raise SystemExit(f"--tasks: unknown {unknown}; choose from {list(TASK_CONDITIONS)}")
     tasks = {"adding": gr.tasks.adding(s["adding_len"]), "copy": gr.tasks.copy(s["copy_len"])}
     tasks = {name: task for name, task in tasks.items() if name in s["tasks"]}
     baseline = {"adding": "constant", "copy": "memoryless"}

@@ -316,10 +316,8 @@ def report(run: common.Run, results: dict) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    run = common.start("state_tracking", __doc__, SIZES, argv, cells=list(CELLS))
-    unknown = [t for t in run.settings["tasks"] if t not in TASKS]
-    if unknown:
-        raise SystemExit(f"--tasks: unknown {unknown}; choose from {list(TASKS)}")
+    run = common.start("state_tracking", __doc__, SIZES, argv, cells=list(CELLS),
+                       tasks=tuple(TASKS))
     results = {t: run_task(run, t) for t in run.settings["tasks"]}
     run.results = {t: {"buckets": r["buckets"], "cells": {
         n: {k: v for k, v in e.items() if k != "tuned"} for n, e in r["cells"].items()}}

@@ -195,11 +195,15 @@ def test_plots_against_draws_the_median_over_seeds_on_a_log_scale():
 
 
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
-    from experiments import adding_problem, gradient_flow
+    from experiments import adding_problem, descendants, gradient_flow, init_ablation
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match=r"--cells: unknown \['lsmt'\]; choose from"):
         adding_problem.main(["--quick", "--cells", "lsmt", "--out-dir", str(out)])
+    for module, known in ((init_ablation, "'adding', 'copy'"), (descendants, "'parity', 'mod5'")):
+        with pytest.raises(SystemExit,
+                           match=rf"--tasks: unknown \['nope'\]; choose from \[{known}\]"):
+            module.main(["--quick", "--tasks", "nope", "--out-dir", str(out)])
     with pytest.raises(SystemExit, match="--seeds must be at least 2"):
         gradient_flow.main(["--quick", "--seeds", "1", "--out-dir", str(out)])
     assert not out.exists()
