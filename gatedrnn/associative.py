@@ -5,6 +5,8 @@ mLSTM's quadratic form)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,38 +103,23 @@ def _check_linear(cell, input_size: int) -> None:
     """Tests a cell's ``linear=True`` declaration before the associative path trusts it.
 
     With concrete values (params from the cell's own ``init``, random inputs and carries;
-    evaluated while tracing, so a traced run is checked too): the new carry must be
+    a program of its own, run while tracing, so a traced run is checked too): the new carry must be
     ``a * carry + b`` elementwise, with ``a`` and ``b`` read off at a zero carry as the
     associative path reads them, and ``core``'s ``h_t`` must equal ``output(carry)``, which
     the associative path emits. A dense linear map ``h @ A + u``, a nonlinear ``core`` or a
     readout other than ``output`` is refused here instead of giving other numbers than
     ``method="sequential"``. A probe, not a proof: a cell that is elementwise-affine only
     for the params ``init`` draws would pass."""
-    with jax.ensure_compile_time_eval():
-        k_params, k_x, k_c = jax.random.split(jax.random.key(0x11EA), 3)
-        params = cell.init(k_params, input_size)
-        u = cell.project(params, jax.random.normal(k_x, (2, input_size)))
-        shape = cell.initial_carry((2,), params=params)
-        leaves, tree = jax.tree.flatten(shape)
-        keys = jax.random.split(k_c, len(leaves))
-        probe = jax.tree.unflatten(tree, [_random_like(k, leaf)
-                                          for k, leaf in zip(keys, leaves)])
-        zeros = jax.tree.map(jnp.zeros_like, probe)
-        ones = jax.tree.map(jnp.ones_like, probe)
-        b, a = jax.jvp(lambda c: cell.recur(params, c, u)[0], (zeros,), (ones,))
-        new, h_t = cell.recur(params, probe, u)
-        affine = jax.tree.map(lambda a, c, b: a * c + b, a, probe, b)
-        read = cell.output(new)
-        new, affine, h_t, read = jax.tree.map(np.asarray, (new, affine, h_t, read))
-
-    def gap(x, y) -> float:
-        scale = max(1.0, float(np.max(np.abs(y)))) if y.size else 1.0
-        return float(np.max(np.abs(x - y))) / scale if x.size else 0.0
-
-    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-    tolerance = max(1e-4, 100 * float(jnp.finfo(dtype).eps))
+    parts = (cell.init, cell.project, cell.initial_carry, cell.recur, cell.output)
+    try:
+        hash(parts)
+    except TypeError:  # a user's unhashable callable: probe it afresh on every trace
+        probe = _linear_probe.__wrapped__
+    else:
+        probe = _linear_probe
+    off, h_gap, h_shape, read_shape, tolerance = probe(*parts, input_size,
+                                                       bool(jax.config.jax_enable_x64))
     kind = getattr(cell, "kind", type(cell).__name__)
-    off = max(gap(x, y) for x, y in zip(jax.tree.leaves(new), jax.tree.leaves(affine)))
     if off > tolerance:
         raise ValueError(
             f"cell {kind!r} is declared linear (make_cell(..., linear=True)), but its new carry "
@@ -141,12 +128,57 @@ def _check_linear(cell, input_size: int) -> None:
             "method='associative' needs carry_t = a_t * carry_{t-1} + b_t, a_t and b_t "
             "depending on the input only (a diagonal recurrence; a dense h @ A is not one). "
             "Use method='sequential', or drop linear=True")
-    if h_t.shape != read.shape or gap(h_t, read) > tolerance:
+    if h_shape != read_shape or h_gap > tolerance:
         raise ValueError(
-            f"cell {kind!r} is declared linear, but core's h_t (shape {jnp.shape(h_t)}) is not "
-            f"output(carry) (shape {jnp.shape(read)}): method='associative' emits "
+            f"cell {kind!r} is declared linear, but core's h_t (shape {h_shape}) is not "
+            f"output(carry) (shape {read_shape}): method='associative' emits "
             "output(carry), method='sequential' core's h_t, so they would differ. Make core "
             "return output(carry) as h_t, or give make_cell the output function")
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_probe(init, project, initial_carry, recur, output, input_size: int,
+                  x64: bool) -> tuple:
+    """``(carry gap, h_t gap, h_t's shape, output's shape, tolerance)`` of
+    :func:`_check_linear`'s probe: relative gaps, and the tolerance for the carry's dtype
+    (``x64``, the precision mode, is part of the cache key, as it sets that dtype).
+
+    The probe runs as its own compiled program, outside whatever trace calls ``unroll``
+    (``vmap``, ``jit``, ``grad``): ``ensure_compile_time_eval`` does not fold every
+    primitive under ``vmap`` (a ``custom_jvp`` call stays batched), so concrete values need a
+    separate program. Cached per cell functions, so a cell is probed once, not at every
+    trace."""
+    del x64  # only a cache key
+
+    def run():
+        k_params, k_x, k_c = jax.random.split(jax.random.key(0x11EA), 3)
+        params = init(k_params, input_size)
+        u = project(params, jax.random.normal(k_x, (2, input_size)))
+        shape = initial_carry((2,), params=params)
+        leaves, tree = jax.tree.flatten(shape)
+        keys = jax.random.split(k_c, len(leaves))
+        probe = jax.tree.unflatten(tree, [_random_like(k, leaf)
+                                          for k, leaf in zip(keys, leaves)])
+        zeros = jax.tree.map(jnp.zeros_like, probe)
+        ones = jax.tree.map(jnp.ones_like, probe)
+        b, a = jax.jvp(lambda c: recur(params, c, u)[0], (zeros,), (ones,))
+        new, h_t = recur(params, probe, u)
+        affine = jax.tree.map(lambda a, c, b: a * c + b, a, probe, b)
+        return new, affine, h_t, output(new)
+
+    new, affine, h_t, read = jax.tree.map(np.asarray, jax.jit(run).lower().compile()())
+
+    def gap(x, y) -> float:
+        scale = max(1.0, float(np.max(np.abs(y)))) if y.size else 1.0
+        return float(np.max(np.abs(x - y))) / scale if x.size else 0.0
+
+    off = max((gap(x, y) for x, y in zip(jax.tree.leaves(new), jax.tree.leaves(affine))),
+              default=0.0)
+    leaves = jax.tree.leaves(new)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+    tolerance = max(1e-4, 100 * float(jnp.finfo(dtype).eps))
+    h_gap = gap(h_t, read) if h_t.shape == read.shape else np.inf
+    return off, h_gap, h_t.shape, read.shape, tolerance
 
 
 def _random_like(key, leaf) -> Array:

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randomize, scan_kw, to_numpy
+from helpers import randomize, scan_kw, to_numpy, x64
 from reference import lru_step, min_gru_step, min_lstm_step
 from test_unroll import assert_trees_close, python_loop
 from user_cells import indrnn
@@ -170,6 +170,55 @@ def test_associative_scan_of_a_user_cell_with_a_pytree_input_half_equals_the_seq
     assert_trees_close(run(params, "associative"), run(params, "sequential"), ASSOC_TOL)
     grad = jax.grad(lambda p, m: jnp.sum(jnp.sin(run(p, m)[1])))
     assert_trees_close(grad(params, "associative"), grad(params, "sequential"), ASSOC_TOL)
+
+
+def _user_custom_jvp_cell():
+    """A user's linear cell whose step has its own derivative rule (``jax.custom_jvp``), as
+    the shipped minGRU's and minLSTM's do: ``h_t = sigmoid(u_t) * h_{t-1}``."""
+    @jax.custom_jvp
+    def decay(u, h):
+        return jax.nn.sigmoid(u) * h
+
+    @decay.defjvp
+    def _(primals, tangents):
+        (u, h), (du, dh) = primals, tangents
+        s = jax.nn.sigmoid(u)
+        return s * h, s * dh + s * (1 - s) * h * du
+
+    def init(key, input_size):
+        return {"w": jax.random.normal(key, (input_size, H)) / input_size ** 0.5}
+
+    def core(params, h, u_t):
+        h = decay(u_t, h) + 0.1 * u_t
+        return h, h
+
+    return gr.make_cell(init, core, hidden_size=H, project=lambda p, x: x @ p["w"], linear=True)
+
+
+@pytest.mark.parametrize("name", ["min_gru", "min_lstm", "lru", "user_custom_jvp"])
+@pytest.mark.parametrize("float64", [False, True])
+def test_associative_scan_under_vmap_and_jit_in_either_precision(name, float64):
+    # Regression: the linearity probe ran under the caller's vmap, where a custom_jvp call
+    # stayed a batched tracer and the probe failed (float32, as an experiment's accuracy over
+    # seeds is computed). It is now a program of its own.
+    cell = _user_custom_jvp_cell() if name == "user_custom_jvp" else LINEAR[name]
+    dtype = jnp.float64 if float64 else jnp.float32
+    with x64(float64):
+        params = jax.vmap(lambda k: cell.init(k, I))(jax.random.split(jax.random.key(0), 3))
+        xs = jax.random.normal(jax.random.key(1), (2, T, I), dtype)
+
+        def loss(p, method):
+            ys = gr.unroll(cell, p, xs, options=gr.ScanOptions(method=method))[1]
+            return jnp.sum(jnp.sin(ys))
+
+        many = jax.jit(jax.vmap(loss, (0, None)), static_argnums=1)
+        assoc, seq = many(params, "associative"), many(params, "sequential")
+        assert assoc.dtype == dtype
+        # the LRU's transition comes from its float32 params alone, so it stays complex64
+        tol = EQ_TOL if float64 and name != "lru" else ASSOC_TOL
+        np.testing.assert_allclose(assoc, seq, rtol=tol, atol=tol)
+        grads = jax.jit(jax.vmap(jax.grad(loss), (0, None)), static_argnums=1)
+        assert_trees_close(grads(params, "associative"), grads(params, "sequential"), tol)
 
 
 @pytest.mark.parametrize("cell", [gr.lstm(H), indrnn(H), gr.recurrent_dropout(gr.min_gru(H), 0.1)])
