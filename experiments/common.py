@@ -129,6 +129,23 @@ def convergence(curves, objective: Objective) -> tuple[bool, float]:
     return bool(np.isfinite(improvement) and improvement < objective.tolerance), improvement
 
 
+def budget(settings: dict, name: str) -> dict:
+    """Cell ``name``'s ``steps`` and ``learning_rates``: the run's, unless
+    ``settings["budgets"]`` gives the cell its own. A cell that the common budget leaves
+    unconverged at the grid's top rate is given the steps and rates it needs rather than
+    judged at them; the report names its budget."""
+    return {"steps": settings["steps"], "learning_rates": settings["learning_rates"],
+            **settings.get("budgets", {}).get(name, {})}
+
+
+def budgets_note(settings: dict, names) -> str:
+    """``"; given their own budget: X 5000 steps, rates [...]"`` for those of ``names`` with
+    one (see :func:`budget`), else ``""``: for a report's description of its training."""
+    own = [f"{label(n)} {b['steps']} steps, rates {b['learning_rates']}"
+           for n in settings.get("budgets", {}) if n in names for b in [budget(settings, n)]]
+    return f"; given their own budget: {'; '.join(own)}" if own else ""
+
+
 def grid_tunes(rates) -> bool:
     """Whether a learning-rate grid is wide enough to call a cell tuned: at least
     ``MIN_RATES`` values spanning at least ``MIN_SPAN`` times."""
@@ -420,6 +437,8 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), ta
     parser.add_argument("--quick", action="store_true", help="a toy size, for the tests")
     parser.add_argument("--out-dir", default=None, help=f"default results/{name}")
     for key, value in sizes["cpu"].items():
+        if isinstance(value, dict):  # a per-cell table: set in the script, not on the line
+            continue
         kind = type(value[0]) if isinstance(value, (list, tuple)) else type(value)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None,
                             nargs="+" if isinstance(value, (list, tuple)) else None,

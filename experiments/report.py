@@ -83,7 +83,7 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
     ``results_dir`` under ``out``'s folder (``claims/<name>.json``) and reports the others
     from their records."""
     figures, records = out.parent / "figures", out.parent / "claims"
-    found, missing, shown, recorded = {}, [], {}, set()
+    found, missing, shown = {}, [], {}
     for name in experiments:
         path, record = results_dir / name / "results.json", records / f"{name}.json"
         if path.is_file():
@@ -95,7 +95,6 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
         elif record.is_file():
             found[name] = json.loads(record.read_text())
             shown[name] = [f for f in found[name]["figures"] if (figures / name / f).is_file()]
-            recorded.add(name)
         else:
             missing.append(name)
     claims = [c for payload in found.values() for c in _claims(payload)]
@@ -135,10 +134,11 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
     for name, payload in found.items():
         s = payload["settings"]
         env = payload["environment"]
+        # the record is written from a run's results too, so a reader of the docs (who
+        # has no results/ folder) is pointed at a file in the repository either way
         where = (f"recorded in `{os.path.relpath(records / name, out.parent)}.json` by "
                  "its last run" + (f" ({payload['recovered']})" if "recovered" in payload
-                                   else "") if name in recorded else
-                 f"full report: `results/{name}/report.md`")
+                                   else ""))
         lines += [f"## {name}", "",
                   f"`python experiments/{name}.py`" + ("" if payload["scale"] == "cpu" else
                                                       f" (scale {payload['scale']})")

@@ -49,6 +49,21 @@ def test_each_experiment_writes_its_files_and_a_report_that_matches_them(quick_r
 
 
 @pytest.mark.slow
+def test_a_cell_given_its_own_budget_is_tuned_and_trained_with_it(quick_results):
+    from experiments import state_tracking
+
+    payload = json.loads((quick_results / "state_tracking" / "results.json").read_text())
+    common_budget, tuning = payload["settings"], payload["tuning"]["parity"]
+    own = state_tracking.SIZES["quick"]["budgets"]["min_gru_neg"]
+    assert own["steps"] != common_budget["steps"]
+    for label, budget in (("minGRU (-1, 1)", own), ("minGRU", common_budget)):
+        assert tuning[label]["rates"] == budget["learning_rates"], label
+        assert tuning[label]["steps"][-1] == budget["steps"], label
+    text = (quick_results / "state_tracking" / "report.md").read_text()
+    assert f"given their own budget: minGRU (-1, 1) {own['steps']} steps" in text
+
+
+@pytest.mark.slow
 def test_the_claims_report_lists_every_claim_with_its_numbers(quick_results, tmp_path):
     out = tmp_path / "docs" / "results.md"
     text = report.main(["--results-dir", str(quick_results), "--out", str(out)])

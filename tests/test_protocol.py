@@ -70,6 +70,19 @@ def test_a_grid_tunes_with_four_rates_over_tenfold_and_an_edge_needs_a_margin():
     assert not common.at_edge(rising, 1, LOSS)
 
 
+def test_a_cell_with_its_own_budget_gets_its_steps_and_rates_and_the_others_the_runs():
+    settings = {"steps": 100, "learning_rates": [1e-3, 1e-2],
+                "budgets": {"rnn": {"steps": 500, "learning_rates": [1e-2, 1e-1]},
+                            "gru": {"steps": 300}}}
+    assert common.budget(settings, "rnn") == {"steps": 500, "learning_rates": [1e-2, 1e-1]}
+    assert common.budget(settings, "gru") == {"steps": 300, "learning_rates": [1e-3, 1e-2]}
+    assert common.budget(settings, "lstm") == {"steps": 100, "learning_rates": [1e-3, 1e-2]}
+    assert common.budget({**settings, "budgets": {}}, "rnn")["steps"] == 100
+    note = common.budgets_note(settings, ["rnn", "lstm"])  # the GRU is not in this run
+    assert note == "; given their own budget: tanh RNN 500 steps, rates [0.01, 0.1]"
+    assert common.budgets_note(settings, ["lstm"]) == ""
+
+
 def test_a_comparison_with_an_unconverged_untuned_or_edge_cell_can_never_differ():
     for tuned, edge, converged, seeds in itertools.product([True, False], [True, False],
                                                            [True, False], [3, 5, 10]):
