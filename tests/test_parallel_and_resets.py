@@ -174,7 +174,7 @@ def test_associative_scan_of_a_user_cell_with_a_pytree_input_half_equals_the_seq
 
 def _user_custom_jvp_cell():
     """A user's linear cell whose step has its own derivative rule (``jax.custom_jvp``), as
-    the shipped minGRU's and minLSTM's do: ``h_t = sigmoid(u_t) * h_{t-1}``."""
+    the shipped minGRU's and minLSTM's do: ``h_t = sigmoid(u_t) * h_{t-1} + 0.1 u_t``."""
     @jax.custom_jvp
     def decay(u, h):
         return jax.nn.sigmoid(u) * h
