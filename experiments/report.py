@@ -14,7 +14,9 @@ copied next to the report (``docs/figures/<experiment>/``) so the page renders o
 beside the report (``docs/claims/<experiment>.json``: scale, settings, machine, minutes,
 claims, figures). An experiment with no ``results.json`` this time is reported from its
 record, as its last run left it; so rerunning one experiment and the report changes that
-experiment's rows and no other's. An experiment with neither is listed with the command
+experiment's rows and no other's. A run with fewer rows than its record (a partial rerun,
+``--tasks adding``) replaces the record all the same, with a warning that names the rows
+that leave the report. An experiment with neither is listed with the command
 that makes it; nothing is invented for it.
 """
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 try:
@@ -78,6 +81,21 @@ def _figures(payload: dict, results_dir: Path, dest: Path) -> list[str]:
     return kept
 
 
+def _warn_of_dropped_rows(name: str, payload: dict, record: Path) -> None:
+    """Warns when a run has no row that the experiment's record has (a partial rerun, as
+    ``--tasks adding``, or a claim renamed): the record is replaced by the run, so those rows
+    leave the report. Not silent; the old record stays in git."""
+    if not record.is_file():
+        return
+    had = {c["id"] for c in json.loads(record.read_text()).get("claims", [])}
+    dropped = sorted(had - {c["id"] for c in payload["claims"]})
+    if dropped:
+        warnings.warn(f"{name}: its last run made no row {dropped}, which its record "
+                      f"{record} had; the record is replaced by that run, so they leave the "
+                      "report (run the whole experiment to keep them; the old record is in "
+                      "git)", stacklevel=3)
+
+
 def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
     """Writes the report to ``out`` and returns its text; records each experiment found in
     ``results_dir`` under ``out``'s folder (``claims/<name>.json``) and reports the others
@@ -88,6 +106,7 @@ def build(results_dir: Path, out: Path, *, experiments=EXPERIMENTS) -> str:
         path, record = results_dir / name / "results.json", records / f"{name}.json"
         if path.is_file():
             payload = json.loads(path.read_text())
+            _warn_of_dropped_rows(name, payload, record)
             shown[name] = _figures(payload, results_dir, figures / name)
             found[name] = {k: payload.get(k) for k in RECORD_KEYS}
             records.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -201,6 +202,15 @@ def test_claim_rows_carry_the_rates_convergence_and_scale_and_the_report_counts_
     assert ("4 claims: 1 agree, 2 differ, 1 inconclusive; 3 tested in the paper's setting "
             "(1 agree, 1 differ, 1 inconclusive); 0 recorded at one learning rate, before "
             "the protocol.") in text
+
+    # a later run that makes fewer rows (a partial rerun) replaces the record, and says so
+    results = tmp_path / "protocol_test" / "results.json"
+    payload = json.loads(results.read_text())
+    results.write_text(json.dumps({**payload, "claims": payload["claims"][:2]}))
+    with pytest.warns(UserWarning, match=r"protocol_test: its last run made no row \['c', 'd'\]"):
+        text = report.build(tmp_path, tmp_path / "docs" / "results.md",
+                            experiments=("protocol_test",))
+    assert text.count("| **differs** |") == 1 and "2 claims" in text
 
 
 def test_the_tuning_table_and_figure_put_each_cell_on_its_own_grid(tmp_path):
