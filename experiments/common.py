@@ -141,8 +141,11 @@ def budget(settings: dict, name: str) -> dict:
 def budgets_note(settings: dict, names) -> str:
     """``"; given their own budget: X 5000 steps, rates [...]"`` for those of ``names`` with
     one (see :func:`budget`), else ``""``: for a report's description of its training."""
-    own = [f"{label(n)} {b['steps']} steps, rates {b['learning_rates']}"
-           for n in settings.get("budgets", {}) if n in names for b in [budget(settings, n)]]
+    own = []
+    for name in settings.get("budgets", {}):
+        if name in names:
+            b = budget(settings, name)
+            own.append(f"{label(name)} {b['steps']} steps, rates {b['learning_rates']}")
     return f"; given their own budget: {'; '.join(own)}" if own else ""
 
 
@@ -453,6 +456,10 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), ta
         unknown = [c for c in settings.get(flag, []) if c not in known]
         if unknown:
             raise SystemExit(f"--{flag}: unknown {unknown}; choose from {list(known)}")
+    for cell, own in settings.get("budgets", {}).items():
+        if cell not in cells or not set(own) <= {"steps", "learning_rates"}:
+            raise ValueError(f"budgets: {cell!r}: {own!r}; a budget names one of {list(cells)} "
+                             "and sets only 'steps' and 'learning_rates'")
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     _check_out_dir(out, name)
     out.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,14 @@ def main(argv=None) -> dict:
     def reach(cell, arch):
         return list(map(int, results[f"{cell} {arch}"]["largest_weiss"]))
 
+    def departures(arch):
+        """How this row's setting departs from Weiss et al.'s, if it does."""
+        out = [] if s["max_n"] >= 99 else [f"trained on n <= {s['max_n']}, where Weiss et "
+                                            "al. trained on n < 100"]
+        if arch != "weiss":
+            out.append("one layer of 10, not Weiss et al.'s 2 x 5 with an embedding of 3")
+        return out
+
     for arch in s["architectures"]:
         rates = {c: common.rate_interval(results[f"{c} {arch}"]["largest_weiss"] >= far)
                  for c in s["cells"]}
@@ -178,11 +186,7 @@ def main(argv=None) -> dict:
                 # either verdict rests on a cell failing: "agrees" on the GRU, "differs" on
                 # the LSTM; each stands only when both were tuned and converged
                 negative=verdict == "agrees",
-                setting="; ".join(
-                    ([] if s["max_n"] >= 99 else [f"trained on n <= {s['max_n']}, where "
-                                                  "Weiss et al. trained on n < 100"])
-                    + ([] if arch == "weiss" else ["one layer of 10, not Weiss et al.'s "
-                                                   "2 x 5 with an embedding of 3"])) or None)
+                setting="; ".join(departures(arch)) or None)
 
     rows = ["| cell, architecture | learning rate | test accuracy on n <= N (determined "
             "steps) | largest n, Weiss rule, per seed | largest n, strict rule, per seed |",

@@ -71,7 +71,7 @@ except ImportError:  # run as a script: experiments/ is on sys.path
 CELLS = dict(state_tracking.DESCENDANTS)
 REFERENCE = {"lstm": lambda h: gr.lstm(h), "gru": lambda h: gr.gru(h)}
 SIZES = {
-    "quick": {**state_tracking.SIZES["quick"], "cells": ["mlstm"],
+    "quick": {**state_tracking.SIZES["quick"], "cells": ["mlstm"], "budgets": {},
               "flow_len": 8, "flow_seeds": 2, "flow_hidden": 4, "eval_batch": 512},
     # a grid to 0.1 (the first run's RG-LRU (-1, 1) chose 0.03, the top of state_tracking's
     # grid), and validation on 2048 strings: at chance, 512 left the median's noise (about

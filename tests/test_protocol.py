@@ -84,6 +84,16 @@ def test_a_cell_with_its_own_budget_gets_its_steps_and_rates_and_the_others_the_
     assert common.budgets_note(settings, ["lstm"]) == ""
 
 
+@pytest.mark.parametrize("budgets", [{"lsmt": {"steps": 5}}, {"rnn": {"step": 5}}])
+def test_a_budget_for_an_unknown_cell_or_setting_is_refused_before_anything_is_written(
+        tmp_path, budgets):
+    sizes = {"quick": {}, "paper": {},
+             "cpu": {"seeds": 2, "steps": 1, "learning_rates": [1e-3], "budgets": budgets}}
+    with pytest.raises(ValueError, match="budgets: .* a budget names one of"):
+        common.start("x", "doc", sizes, ["--quick", "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_comparison_with_an_unconverged_untuned_or_edge_cell_can_never_differ():
     for tuned, edge, converged, seeds in itertools.product([True, False], [True, False],
                                                            [True, False], [3, 5, 10]):
