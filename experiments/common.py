@@ -129,23 +129,28 @@ def convergence(curves, objective: Objective) -> tuple[bool, float]:
     return bool(np.isfinite(improvement) and improvement < objective.tolerance), improvement
 
 
-def budget(settings: dict, name: str) -> dict:
-    """Cell ``name``'s ``steps`` and ``learning_rates``: the run's, unless
-    ``settings["budgets"]`` gives the cell its own. A cell that the common budget leaves
-    unconverged at the grid's top rate is given the steps and rates it needs rather than
-    judged at them; the report names its budget."""
+def budget(settings: dict, name: str, task: str | None = None) -> dict:
+    """Cell ``name``'s ``steps`` and ``learning_rates`` on ``task``: the run's, unless
+    ``settings["budgets"]`` gives the cell its own, under ``name`` (on every task) or under
+    ``"<task>/<name>"`` (on that task only; it wins over the cell's own). A cell that the
+    common budget leaves unconverged at the grid's top rate is given the steps and rates it
+    needs rather than judged at them; the report names its budget."""
+    own = settings.get("budgets", {})
     return {"steps": settings["steps"], "learning_rates": settings["learning_rates"],
-            **settings.get("budgets", {}).get(name, {})}
+            **own.get(name, {}), **(own.get(f"{task}/{name}", {}) if task else {})}
 
 
 def budgets_note(settings: dict, names) -> str:
     """``"; given their own budget: X 5000 steps, rates [...]"`` for those of ``names`` with
-    one (see :func:`budget`), else ``""``: for a report's description of its training."""
+    one (see :func:`budget`; a task's own one says "on <task>"), else ``""``: for a report's
+    description of its training."""
     own = []
-    for name in settings.get("budgets", {}):
+    for key, entry in settings.get("budgets", {}).items():
+        task, _, name = key.rpartition("/")
         if name in names:
-            b = budget(settings, name)
-            own.append(f"{label(name)} {b['steps']} steps, rates {b['learning_rates']}")
+            b = {**budget(settings, name), **entry}
+            own.append(f"{label(name)}{f' on {task}' if task else ''} {b['steps']} steps, "
+                       f"rates {b['learning_rates']}")
     return f"; given their own budget: {'; '.join(own)}" if own else ""
 
 
@@ -456,10 +461,13 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), ta
         unknown = [c for c in settings.get(flag, []) if c not in known]
         if unknown:
             raise SystemExit(f"--{flag}: unknown {unknown}; choose from {list(known)}")
-    for cell, own in settings.get("budgets", {}).items():
-        if cell not in cells or not set(own) <= {"steps", "learning_rates"}:
-            raise ValueError(f"budgets: {cell!r}: {own!r}; a budget names one of {list(cells)} "
-                             "and sets only 'steps' and 'learning_rates'")
+    for key, own in settings.get("budgets", {}).items():
+        task, _, cell = key.rpartition("/")
+        if (cell not in cells or (task and task not in tasks)
+                or not set(own) <= {"steps", "learning_rates"}):
+            raise ValueError(f"budgets: {key!r}: {own!r}; a budget names one of {list(cells)} "
+                             f"(or '<task>/<cell>', a task of {list(tasks)}) and sets only "
+                             "'steps' and 'learning_rates'")
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     _check_out_dir(out, name)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,11 @@ padded task the tanh RNN and the LSTM chose the grid's lowest rate and were stil
 and the GRU's seeds spread from chance to 0.7, so those rows are inconclusive; the hybrid's
 edge over the LSTM (0.006 [-0.010, 0.023]) is inconclusive at this budget. The validation
 split is 180 images, so one image is 0.0056 of accuracy: a "not converged" with a last-20%
-gain of 0.011 is two images. (The first protocol run, 1000 steps and rates to 3e-2: most
+gain of 0.011 is two images. What the padded rows need is more than 8000 steps: a probe
+(2026-12-07, 2 seeds, 8000 steps) left the LSTM at 0.79 and 0.83 and the tanh RNN at 0.67
+and 0.82 validation accuracy at 1e-3 (better than 3e-4), both still rising; with the GRU's
+grid too, that is more than this machine's budget for one row (a GPU run, or ``--steps``).
+(The first protocol run, 1000 steps and rates to 3e-2: most
 models unconverged, the LSTM and GRU at the grid's top, the hybrid 0.034 better than the
 LSTM.)
 

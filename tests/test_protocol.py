@@ -84,14 +84,42 @@ def test_a_cell_with_its_own_budget_gets_its_steps_and_rates_and_the_others_the_
     assert common.budgets_note(settings, ["lstm"]) == ""
 
 
-@pytest.mark.parametrize("budgets", [{"lsmt": {"steps": 5}}, {"rnn": {"step": 5}}])
-def test_a_budget_for_an_unknown_cell_or_setting_is_refused_before_anything_is_written(
+def test_a_budget_for_one_task_applies_there_only_and_wins_over_the_cells_own():
+    settings = {"steps": 100, "learning_rates": [1e-3, 1e-2],
+                "budgets": {"rnn": {"steps": 500}, "mod5/rnn": {"steps": 4000},
+                            "mod5/lstm": {"learning_rates": [1e-4, 1e-3]}}}
+    assert common.budget(settings, "rnn", "mod5") == {"steps": 4000,
+                                                      "learning_rates": [1e-3, 1e-2]}
+    assert common.budget(settings, "rnn", "parity")["steps"] == 500
+    assert common.budget(settings, "rnn")["steps"] == 500
+    assert common.budget(settings, "lstm", "mod5") == {"steps": 100,
+                                                       "learning_rates": [1e-4, 1e-3]}
+    assert common.budget(settings, "lstm", "parity") == {"steps": 100,
+                                                         "learning_rates": [1e-3, 1e-2]}
+    assert common.budgets_note(settings, ["rnn"]) == (
+        "; given their own budget: tanh RNN 500 steps, rates [0.001, 0.01]; "
+        "tanh RNN on mod5 4000 steps, rates [0.001, 0.01]")
+
+
+@pytest.mark.parametrize("budgets", [{"lsmt": {"steps": 5}}, {"rnn": {"step": 5}},
+                                     {"mod7/rnn": {"steps": 5}}, {"mod5/lsmt": {"steps": 5}}])
+def test_a_budget_for_an_unknown_cell_task_or_setting_is_refused_before_anything_is_written(
         tmp_path, budgets):
     sizes = {"quick": {}, "paper": {},
              "cpu": {"seeds": 2, "steps": 1, "learning_rates": [1e-3], "budgets": budgets}}
     with pytest.raises(ValueError, match="budgets: .* a budget names one of"):
-        common.start("x", "doc", sizes, ["--quick", "--out-dir", str(tmp_path / "out")])
+        common.start("x", "doc", sizes, ["--quick", "--out-dir", str(tmp_path / "out")],
+                     tasks=("parity", "mod5"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_budget_for_a_known_task_and_cell_is_accepted(tmp_path):
+    budgets = {"rnn": {"steps": 5}, "mod5/rnn": {"steps": 7, "learning_rates": [1e-2]}}
+    sizes = {"quick": {}, "paper": {},
+             "cpu": {"seeds": 2, "steps": 1, "learning_rates": [1e-3], "budgets": budgets}}
+    run = common.start("x", "doc", sizes, ["--quick", "--out-dir", str(tmp_path / "out")],
+                       tasks=("parity", "mod5"))
+    assert common.budget(run.settings, "rnn", "mod5")["steps"] == 7
 
 
 def test_a_comparison_with_an_unconverged_untuned_or_edge_cell_can_never_differ():
