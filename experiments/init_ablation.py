@@ -30,7 +30,11 @@ non-finite loss.
 Outcome through the protocol (2026-12-06): chrono beats forget bias 1 on the copy task
 (LSTM and GRU both), the IRNN (lr 1e-3) beats the tanh RNN on adding T=100; forget bias 0
 against 1 cannot be told apart on either task at this budget (on adding the interval leans
-towards 0 being better).
+towards 0 being better). The adding row's cells are "not converged" because a solved adding
+task's log10 MSE keeps falling: a probe (2026-12-07; 3 seeds, 6000 steps, rates 1e-2 and
+3e-2) had both forget biases still gaining 0.2 to 0.3 decades per 1000 steps at the end,
+with 0.5 decades of noise between evaluations, so a longer budget does not settle this
+measure; the number of steps to solve it would.
 
 Expected outcome: forget bias 0 is worst among the LSTMs on both tasks; chrono is at least as
 good as bias 1 and better on the copy task's long gap; the IRNN learns the adding problem
