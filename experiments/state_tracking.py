@@ -269,6 +269,9 @@ def figures(run: common.Run, results: dict) -> None:
         ax.set_ylim(0, 1.02)
         ax.set_xticks(mids, [f"{lo}-{hi}" for lo, hi in r["buckets"]])
         ax.minorticks_off()
+        ax.get_legend().remove()
+    # one legend beside the panels: inside, it hid the cells at chance, the point of the plot
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center")
     common.savefig(fig, run.out / "accuracy.png")
 
     linear = [(t, n, e) for t, r in results.items() for n, e in r["cells"].items()
