@@ -145,10 +145,10 @@ def budgets_note(settings: dict, names) -> str:
     one (see :func:`budget`; a task's own one says "on <task>"), else ``""``: for a report's
     description of its training."""
     own = []
-    for key, entry in settings.get("budgets", {}).items():
+    for key in settings.get("budgets", {}):
         task, _, name = key.rpartition("/")
         if name in names:
-            b = {**budget(settings, name), **entry}
+            b = budget(settings, name, task)
             own.append(f"{label(name)}{f' on {task}' if task else ''} {b['steps']} steps, "
                        f"rates {b['learning_rates']}")
     return f"; given their own budget: {'; '.join(own)}" if own else ""
