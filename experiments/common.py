@@ -461,13 +461,7 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), ta
         unknown = [c for c in settings.get(flag, []) if c not in known]
         if unknown:
             raise SystemExit(f"--{flag}: unknown {unknown}; choose from {list(known)}")
-    for key, own in settings.get("budgets", {}).items():
-        task, _, cell = key.rpartition("/")
-        if (cell not in cells or (task and task not in tasks)
-                or not set(own) <= {"steps", "learning_rates"}):
-            raise ValueError(f"budgets: {key!r}: {own!r}; a budget names one of {list(cells)} "
-                             f"(or '<task>/<cell>', a task of {list(tasks)}) and sets only "
-                             "'steps' and 'learning_rates'")
+    _check_budgets(settings.get("budgets", {}), cells, tasks)
     out = Path(args["out_dir"] or f"results/{name}").expanduser()
     _check_out_dir(out, name)
     out.mkdir(parents=True, exist_ok=True)
@@ -479,6 +473,26 @@ def start(name: str, doc: str, sizes: dict, argv=None, *, cells=tuple(CELLS), ta
     run = Run(name, settings, out, scale)
     run.switches = {k: args[k] for k in switches or {}}
     return run
+
+
+def _check_budgets(budgets: dict, cells, tasks) -> None:
+    """Refuses (``ValueError`` naming ``budgets``) an entry that :func:`budget` would
+    misread: a key that is not a cell of ``cells`` or ``"<task>/<cell>"`` with a task of
+    ``tasks``, or a value that is not a dict of a positive whole ``steps`` and a non-empty
+    list of positive ``learning_rates``."""
+    for key, own in budgets.items():
+        task, _, cell = key.rpartition("/")
+        steps = own.get("steps", 1) if isinstance(own, dict) else None
+        rates = own.get("learning_rates", [1.0]) if isinstance(own, dict) else None
+        if (cell not in cells or (task and task not in tasks)
+                or not isinstance(own, dict) or not set(own) <= {"steps", "learning_rates"}
+                or not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
+                or not isinstance(rates, (list, tuple)) or not rates
+                or not all(isinstance(r, (int, float)) and r > 0 for r in rates)):
+            raise ValueError(f"budgets: {key!r}: {own!r}; a budget names one of {list(cells)} "
+                             f"(or '<task>/<cell>', a task of {list(tasks)}) and sets only "
+                             "'steps' (a positive whole number) and 'learning_rates' (a "
+                             "non-empty list of positive numbers)")
 
 
 def _check_out_dir(out: Path, name: str) -> None:

@@ -101,8 +101,11 @@ def test_a_budget_for_one_task_applies_there_only_and_wins_over_the_cells_own():
         "tanh RNN on mod5 4000 steps, rates [0.001, 0.01]")
 
 
-@pytest.mark.parametrize("budgets", [{"lsmt": {"steps": 5}}, {"rnn": {"step": 5}},
-                                     {"mod7/rnn": {"steps": 5}}, {"mod5/lsmt": {"steps": 5}}])
+@pytest.mark.parametrize("budgets", [
+    {"lsmt": {"steps": 5}}, {"rnn": {"step": 5}}, {"mod7/rnn": {"steps": 5}},
+    {"mod5/lsmt": {"steps": 5}}, {"rnn": 5000}, {"rnn": {"steps": 0}},
+    {"rnn": {"steps": 2.5}}, {"rnn": {"learning_rates": []}},
+    {"rnn": {"learning_rates": 1e-3}}, {"rnn": {"learning_rates": [1e-3, -1e-2]}}])
 def test_a_budget_for_an_unknown_cell_task_or_setting_is_refused_before_anything_is_written(
         tmp_path, budgets):
     sizes = {"quick": {}, "paper": {},
